@@ -1,0 +1,103 @@
+"""The app factory: routes, dependencies, lifespan, CORS, OpenAPI, logging and error handlers."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from litestar import Litestar
+from litestar.config.cors import CORSConfig
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme, Tag
+
+from app import __version__
+from app.context import RequestContextMiddleware
+from app.controllers.chat import chat
+from app.controllers.docs import docs_handlers
+from app.controllers.health import health
+from app.controllers.models import list_models
+from app.controllers.sessions import SessionController
+from app.dependencies import dependencies
+from app.errors import exception_handlers
+from app.logs import configure_logging
+from app.services import services_lifespan
+from app.settings import SettingsError, load_settings, require_session_secret
+
+if TYPE_CHECKING:
+    from litestar.types import ASGIApp
+
+    from app.settings import Settings
+
+logger = logging.getLogger("app")
+
+DESCRIPTION = """\
+Chat with any OpenRouter model and keep the conversation: send your OpenRouter key as
+`Authorization: Bearer <key>`; it is forwarded to OpenRouter and nowhere else. Sessions belong
+to the key that created it and expire after `SESSION_CLEANUP_HOURS` without activity.
+Every error has the body `{"error": {"status", "type", "message", "request_id", ...}}`.
+"""
+
+
+def openapi_config() -> OpenAPIConfig:
+    return OpenAPIConfig(
+        title="OpenRouter Chat Backend",
+        version=__version__,
+        description=DESCRIPTION,
+        # Litestar mounts its own schema router here; ours serves /docs, /redoc, /openapi.json.
+        path="/schema",
+        render_plugins=[JsonRenderPlugin()],
+        use_handler_docstrings=True,
+        components=Components(
+            security_schemes={
+                "OpenRouterKey": SecurityScheme(
+                    type="http",
+                    scheme="bearer",
+                    description="Your OpenRouter API key (`sk-or-v1-...`).",
+                )
+            }
+        ),
+        tags=[
+            Tag(name="chat", description="Conversations with a model."),
+            Tag(name="sessions", description="The stored conversations of your key."),
+            Tag(name="models", description="What OpenRouter offers."),
+            Tag(name="health", description="For load balancers and platforms."),
+        ],
+    )
+
+
+def create_litestar(settings: Settings) -> Litestar:
+    return Litestar(
+        route_handlers=[chat, SessionController, list_models, health, *docs_handlers],
+        dependencies=dependencies,
+        lifespan=[services_lifespan(settings)],
+        exception_handlers=exception_handlers,
+        cors_config=CORSConfig(
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID", "If-None-Match"],
+            expose_headers=["X-Request-ID", "Retry-After", "ETag", "X-Cache"],
+            max_age=600,
+        ),
+        openapi_config=openapi_config(),
+        request_max_body_size=settings.max_body_bytes,
+        # Logging is configured once, by configure_logging, for every library alike.
+        logging_config=None,
+    )
+
+
+def create_app(settings: Settings | None = None) -> ASGIApp:
+    """The ASGI app: uvicorn calls this with `--factory`; tests pass their own settings."""
+    try:
+        settings = settings or load_settings()
+        configure_logging(settings.log_level, settings.effective_log_format)
+        ephemeral = not settings.session_secret
+        settings = require_session_secret(settings)
+    except SettingsError as exc:
+        raise SystemExit(f"configuration error: {exc}") from None
+    if ephemeral:
+        logger.warning(
+            "SESSION_SECRET is not set: using an ephemeral secret, so sessions are lost on "
+            "restart and cannot be shared between replicas (fine for development only)"
+        )
+    return RequestContextMiddleware(create_litestar(settings))

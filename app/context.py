@@ -1,0 +1,88 @@
+"""The request context: a request id on every response and one log line per request."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from litestar.enums import ScopeType
+
+if TYPE_CHECKING:
+    from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+logger = logging.getLogger("app.request")
+
+# A client's X-Request-ID is kept only if it cannot break a log line or a header.
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+
+
+class RequestLog:
+    """What the request log line says; handlers add the session, model and tokens."""
+
+    __slots__ = ("model", "request_id", "session_id", "status", "tokens")
+
+    def __init__(self, request_id: str) -> None:
+        self.request_id = request_id
+        self.status = 0
+        self.session_id: str | None = None
+        self.model: str | None = None
+        self.tokens: int | None = None
+
+
+def request_log(scope: Scope) -> RequestLog:
+    """The log of this request (a blank one outside the middleware, e.g. in unit tests)."""
+    state: dict[str, Any] = scope.setdefault("state", {})
+    log = state.get("request_log")
+    if not isinstance(log, RequestLog):
+        log = state["request_log"] = RequestLog(uuid.uuid4().hex)
+    return log
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id" and _REQUEST_ID.fullmatch(value):
+            return value.decode()
+    return uuid.uuid4().hex
+
+
+class RequestContextMiddleware:
+    """Outermost ASGI layer, so 404s and 405s get a request id and a log line too."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        log = RequestLog(_request_id(scope))
+        scope.setdefault("state", {})["request_log"] = log
+        header = (b"x-request-id", log.request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                log.status = message["status"]
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            fields: dict[str, Any] = {
+                "request_id": log.request_id,
+                "method": scope["method"],
+                "path": scope["path"],
+                "status": log.status,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            }
+            for name in ("session_id", "model", "tokens"):
+                value = getattr(log, name)
+                if value is not None:
+                    fields[name] = value
+            logger.info(
+                "%s %s %s", scope["method"], scope["path"], log.status, extra={"fields": fields}
+            )

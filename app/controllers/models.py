@@ -1,0 +1,46 @@
+"""GET /models: OpenRouter's model list, from the shared cache."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import MediaType, Request, Response, get
+from litestar.openapi import ResponseSpec
+
+from app.catalog import ModelCatalog
+from app.controllers import responses
+from app.services import Services
+
+
+@get(
+    "/models",
+    summary="List the models OpenRouter offers",
+    tags=["models"],
+    responses={
+        304: ResponseSpec(data_container=None, description="The list has not changed (ETag)."),
+        502: responses.error("OpenRouter failed and no copy is cached."),
+        503: responses.STORAGE,
+        504: responses.error("OpenRouter did not answer and no copy is cached."),
+    },
+)
+async def list_models(
+    request: Request[Any, Any, Any],
+    catalog: ModelCatalog,
+    services: Services,
+) -> Response[bytes]:
+    """`{"data": [...]}` exactly as OpenRouter sends it. No key needed.
+
+    Kept in Redis for `MODELS_CACHE_SECONDS`, shared by every replica; when OpenRouter is
+    down the last copy is served (`X-Cache: stale`).
+    """
+    models = await catalog.get()
+    etag = f'"{models.etag}"'
+    max_age = models.max_age(services.settings.models_cache_seconds)
+    headers = {
+        "ETag": etag,
+        "Cache-Control": f"public, max-age={max_age}",
+        "X-Cache": models.source,
+    }
+    if request.headers.get("if-none-match") == etag:
+        return Response(b"", status_code=304, headers=headers)
+    return Response(models.body, media_type=MediaType.JSON, headers=headers)

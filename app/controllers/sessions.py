@@ -1,0 +1,64 @@
+"""The caller's sessions: list, read, delete."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import Controller, Request, delete, get
+from litestar.params import Parameter
+
+from app import keys
+from app.auth import Caller
+from app.context import request_log
+from app.controllers import responses as docs
+from app.schemas import SESSION_ID_PATTERN, SessionDetail, SessionPage
+from app.sessions import SessionStore
+
+SessionIdPath = Annotated[
+    str, Parameter(pattern=SESSION_ID_PATTERN, description="The session id.", max_length=64)
+]
+Limit = Annotated[int, Parameter(ge=1, le=100, description="Sessions per page.")]
+Offset = Annotated[int, Parameter(ge=0, description="Sessions to skip.")]
+
+
+class SessionController(Controller):
+    path = "/sessions"
+    tags = ["sessions"]  # noqa: RUF012
+    security = docs.SECURITY
+    responses = {400: docs.INVALID, 401: docs.UNAUTHORIZED, 503: docs.STORAGE}  # noqa: RUF012
+
+    @get("/", summary="List your sessions")
+    async def list_sessions(
+        self, caller: Caller, store: SessionStore, limit: Limit = 20, offset: Offset = 0
+    ) -> SessionPage:
+        """The sessions of the calling key, most recent activity first."""
+        return await store.page(keys.owner_sessions(caller.owner), limit=limit, offset=offset)
+
+    @get("/{session_id:str}", summary="Read a session", responses={404: docs.NOT_FOUND})
+    async def get_session(
+        self,
+        request: Request[Any, Any, Any],
+        session_id: SessionIdPath,
+        caller: Caller,
+        store: SessionStore,
+    ) -> SessionDetail:
+        """Metadata, usage, expiry and every stored message, oldest first."""
+        request_log(request.scope).session_id = session_id
+        return await store.get(session_id, caller.owner)
+
+    @delete(
+        "/{session_id:str}",
+        summary="Delete a session",
+        status_code=204,
+        responses={404: docs.NOT_FOUND},
+    )
+    async def delete_session(
+        self,
+        request: Request[Any, Any, Any],
+        session_id: SessionIdPath,
+        caller: Caller,
+        store: SessionStore,
+    ) -> None:
+        """Remove the session and every key it owns."""
+        request_log(request.scope).session_id = session_id
+        await store.delete(session_id, caller.owner)

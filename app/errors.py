@@ -1,0 +1,168 @@
+"""The error hierarchy, and the one place where every exception becomes a response."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from litestar import MediaType, Response
+from litestar.exceptions import HTTPException, ValidationException
+from redis.exceptions import RedisError
+
+from app.context import request_log
+from app.schemas import ErrorBody, ErrorDetail
+
+if TYPE_CHECKING:
+    from litestar import Request
+    from litestar.types import ExceptionHandlersMap
+
+logger = logging.getLogger("app.errors")
+
+
+class AppError(Exception):
+    """An error with a status, a machine-readable type and a message safe to show."""
+
+    status: int = 500
+    type: str = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.headers = headers or {}
+
+    def detail(self, request_id: str) -> ErrorDetail:
+        return ErrorDetail(
+            status=self.status,
+            type=self.type,
+            message=self.message,
+            request_id=request_id,
+            field=self.field,
+        )
+
+
+class InvalidRequest(AppError):
+    status = 400
+    type = "invalid_request"
+
+
+class Unauthorized(AppError):
+    status = 401
+    type = "unauthorized"
+
+
+class SessionNotFound(AppError):
+    status = 404
+    type = "session_not_found"
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"session {session_id!r} does not exist")
+
+
+class StorageUnavailable(AppError):
+    status = 503
+    type = "storage_unavailable"
+
+    def __init__(self, reason: str = "session storage is unavailable") -> None:
+        super().__init__(f"{reason}; retry shortly", headers={"Retry-After": "1"})
+
+
+class UpstreamError(AppError):
+    """OpenRouter failed or refused; `status` is what we answer, `upstream_status` what it said."""
+
+    def __init__(
+        self,
+        status: int,
+        error_type: str,
+        message: str,
+        *,
+        upstream_status: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, headers=headers)
+        self.status = status
+        self.type = error_type
+        self.upstream_status = upstream_status
+
+    def detail(self, request_id: str) -> ErrorDetail:
+        return msgspec.structs.replace(
+            super().detail(request_id), upstream_status=self.upstream_status
+        )
+
+
+# Litestar's own HTTP exceptions, by status, as types of our error body.
+_HTTP_TYPES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def _render(request: Request[Any, Any, Any], error: AppError) -> Response[ErrorBody]:
+    return Response(
+        ErrorBody(error=error.detail(request_log(request.scope).request_id)),
+        status_code=error.status,
+        headers=error.headers,
+        media_type=MediaType.JSON,
+    )
+
+
+def _from_validation(exc: ValidationException) -> InvalidRequest:
+    extra = exc.extra if isinstance(exc.extra, list) else []
+    for item in extra:
+        if isinstance(item, dict) and item.get("key"):
+            field = str(item["key"])
+            return InvalidRequest(f"{field}: {item.get('message', 'invalid value')}", field=field)
+    detail = str(exc.detail)
+    if detail.startswith("Validation failed"):
+        detail = "the request body is not valid JSON"
+    return InvalidRequest(detail)
+
+
+def _from_http(exc: HTTPException) -> AppError:
+    if isinstance(exc, ValidationException):
+        return _from_validation(exc)
+    error = AppError(str(exc.detail), headers=dict(exc.headers or {}))
+    error.status = exc.status_code
+    error.type = _HTTP_TYPES.get(exc.status_code, "http_error")
+    return error
+
+
+def handle_app_error(request: Request[Any, Any, Any], exc: AppError) -> Response[ErrorBody]:
+    return _render(request, exc)
+
+
+def handle_http_exception(
+    request: Request[Any, Any, Any], exc: HTTPException
+) -> Response[ErrorBody]:
+    if exc.status_code >= 500:
+        logger.error("server error: %s", exc.detail)
+    return _render(request, _from_http(exc))
+
+
+def handle_redis_error(request: Request[Any, Any, Any], exc: RedisError) -> Response[ErrorBody]:
+    logger.warning("redis unavailable: %s", type(exc).__name__)
+    return _render(request, StorageUnavailable())
+
+
+def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
+    logger.exception("unhandled error", exc_info=exc)
+    return _render(request, AppError("internal error"))
+
+
+exception_handlers: ExceptionHandlersMap = {
+    AppError: handle_app_error,
+    HTTPException: handle_http_exception,
+    RedisError: handle_redis_error,
+    Exception: handle_unexpected,
+}

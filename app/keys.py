@@ -1,0 +1,52 @@
+"""The Redis key layout: a documented interface that operators read with redis-cli.
+
+Every key of one session shares the hash tag `{<session_id>}`, so a Redis Cluster would keep
+them in one slot. Session ids are validated against `^[A-Za-z0-9_-]{1,64}$` before they get
+here, so user input never adds key syntax.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+PREFIX = "chat"
+
+# Sorted set: session id -> last activity (ms since the epoch), every session.
+ALL_SESSIONS = f"{PREFIX}:sessions"
+# Hash: the shared copy of OpenRouter's model list (`body`, `etag`, `fetched_at`).
+MODELS = f"{PREFIX}:models"
+# String with a short TTL: held by the one replica refreshing the model list.
+MODELS_REFRESH_LOCK = f"{PREFIX}:models:refresh"
+# List: usage records of committed turns and failed calls, drained by the worker.
+USAGE_INBOX = f"{PREFIX}:usage:inbox"
+# String with a TTL: the worker's heartbeat (unix seconds of its last beat).
+WORKER_HEARTBEAT = f"{PREFIX}:worker:heartbeat"
+
+
+class SessionKeys(NamedTuple):
+    """The keys one session owns; all carry the session's TTL."""
+
+    meta: str  # hash: owner, created, updated, model, title, system_prompt, counters
+    messages: str  # list: one JSON object per message, oldest first
+    turns: str  # list: ids of the latest committed turns, so a retried commit applies once
+    usage: str  # hash: usage totals, written by the worker
+
+
+def session_keys(session_id: str) -> SessionKeys:
+    tag = f"{PREFIX}:{{{session_id}}}"
+    return SessionKeys(
+        meta=f"{tag}:meta",
+        messages=f"{tag}:messages",
+        turns=f"{tag}:turns",
+        usage=f"{tag}:usage",
+    )
+
+
+def owner_sessions(owner: str) -> str:
+    """Sorted set: the owner's session ids -> last activity (ms)."""
+    return f"{PREFIX}:owner:{owner}:sessions"
+
+
+def daily_metrics(day: str) -> str:
+    """Hash: global metrics of one UTC day (`YYYY-MM-DD`), fields `<model>|<counter>`."""
+    return f"{PREFIX}:metrics:{day}"

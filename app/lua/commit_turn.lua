@@ -1,0 +1,43 @@
+-- Commit one turn atomically: both messages, the trim, the TTLs, the indexes, the usage record.
+-- KEYS: meta, messages, turns, usage, all-sessions index, owner index, usage inbox
+-- ARGV: session id, owner, turn id, now (ms), ttl (ms), history cap, user message JSON,
+--       assistant message JSON, model, title, system prompt ('' keeps the stored one),
+--       usage record JSON ('' for none)
+-- Returns {1, message count} when committed, {2, message count} when this turn id was
+-- already committed (a retried call), {0, 0} when another owner holds the session.
+local meta, messages, turns, usage, all_index, owner_index, inbox =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local session_id, owner, turn_id, now, ttl, cap =
+  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
+
+local current = redis.call('HGET', meta, 'owner')
+if current and current ~= owner then
+  return {0, 0}
+end
+if redis.call('LPOS', turns, turn_id) then
+  return {2, redis.call('LLEN', messages)}
+end
+
+if not current then
+  redis.call('HSET', meta, 'owner', owner, 'created', now, 'title', ARGV[10])
+end
+redis.call('RPUSH', messages, ARGV[7], ARGV[8])
+redis.call('LTRIM', messages, -cap, -1)
+local count = redis.call('LLEN', messages)
+redis.call('HINCRBY', meta, 'turns', 1)
+redis.call('HSET', meta, 'updated', now, 'model', ARGV[9], 'message_count', count)
+if ARGV[11] ~= '' then
+  redis.call('HSET', meta, 'system_prompt', ARGV[11])
+end
+redis.call('LPUSH', turns, turn_id)
+redis.call('LTRIM', turns, 0, 15)
+
+for _, key in ipairs({meta, messages, turns, usage, owner_index}) do
+  redis.call('PEXPIRE', key, ttl)
+end
+redis.call('ZADD', all_index, now, session_id)
+redis.call('ZADD', owner_index, now, session_id)
+if ARGV[12] ~= '' then
+  redis.call('RPUSH', inbox, ARGV[12])
+end
+return {1, count}

@@ -1,0 +1,316 @@
+"""OpenRouter's wire format and the client that speaks it: completions, streams, the model list."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import random
+import time
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import msgspec
+
+from app.errors import UpstreamError
+from app.schemas import Usage
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+# Statuses worth another attempt: nothing was generated, so nothing is billed twice.
+RETRY_STATUSES = frozenset({408, 502, 503})
+# A longer Retry-After is the client's to honour: we answer at once and pass it on.
+MAX_RETRY_AFTER_SECONDS = 5.0
+BACKOFF_BASE_SECONDS = 0.25
+BACKOFF_CAP_SECONDS = 2.0
+
+_PASSED_THROUGH = {400: "upstream_bad_request", 401: "upstream_unauthorized",
+                   402: "payment_required", 403: "upstream_forbidden",
+                   404: "upstream_not_found", 413: "upstream_payload_too_large",
+                   422: "upstream_unprocessable", 429: "rate_limited"}  # fmt: skip
+
+
+class ErrorObject(msgspec.Struct, frozen=True):
+    """OpenRouter's `error` object; `code` may be a number or a string."""
+
+    message: str = ""
+    code: int | str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class _ErrorEnvelope(msgspec.Struct, frozen=True):
+    error: ErrorObject | None = None
+
+
+class WireUsage(msgspec.Struct, frozen=True):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    cost: float | None = None
+
+    def public(self) -> Usage:
+        return Usage(
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            total_tokens=self.total_tokens or self.prompt_tokens + self.completion_tokens,
+            cost=self.cost,
+        )
+
+
+class _Message(msgspec.Struct, frozen=True):
+    content: str | None = None
+
+
+class _Choice(msgspec.Struct, frozen=True):
+    message: _Message | None = None
+    finish_reason: str | None = None
+    error: ErrorObject | None = None
+
+
+class _Completion(msgspec.Struct, frozen=True):
+    id: str | None = None
+    model: str | None = None
+    choices: list[_Choice] | None = None
+    usage: WireUsage | None = None
+    error: ErrorObject | None = None
+
+
+class _ModelList(msgspec.Struct, frozen=True):
+    data: list[msgspec.Raw]
+
+
+_completion_decoder = msgspec.json.Decoder(_Completion)
+_error_decoder = msgspec.json.Decoder(_ErrorEnvelope)
+_models_decoder = msgspec.json.Decoder(_ModelList)
+
+
+class Completion(msgspec.Struct, kw_only=True, frozen=True):
+    """One finished answer from upstream."""
+
+    content: str
+    model: str
+    finish_reason: str | None
+    generation_id: str | None
+    usage: Usage
+    latency_ms: float
+
+
+def status_for(upstream_status: int) -> tuple[int, str]:
+    """The status we answer for an upstream status, and its error type."""
+    if upstream_status in _PASSED_THROUGH:
+        return upstream_status, _PASSED_THROUGH[upstream_status]
+    if upstream_status in (408, 524):
+        return 504, "upstream_timeout"
+    if upstream_status == 503:
+        return 503, "upstream_unavailable"
+    return 502, "upstream_error"
+
+
+def error_from_object(
+    error: ErrorObject, *, fallback_status: int, key: str, headers: dict[str, str] | None = None
+) -> UpstreamError:
+    """An `UpstreamError` from OpenRouter's error object, with the key scrubbed out."""
+    code = error.code
+    upstream_status = int(code) if isinstance(code, int | str) and str(code).isdigit() else None
+    upstream_status = upstream_status or fallback_status
+    status, error_type = status_for(upstream_status)
+    message = error.message or f"OpenRouter answered {upstream_status}"
+    raw = (error.metadata or {}).get("raw")
+    if isinstance(raw, str) and raw and raw not in message:
+        message = f"{message}: {raw[:500]}"
+    passed_headers = {}
+    if headers and status in (429, 503) and "retry-after" in headers:
+        passed_headers["Retry-After"] = headers["retry-after"]
+    return UpstreamError(
+        status,
+        error_type,
+        scrub(message, key),
+        upstream_status=upstream_status,
+        headers=passed_headers,
+    )
+
+
+def error_from_response(
+    status: int, body: bytes, headers: httpx.Headers, key: str
+) -> UpstreamError:
+    try:
+        error = _error_decoder.decode(body).error
+    except msgspec.DecodeError:
+        error = None
+    if error is None:
+        error = ErrorObject(message=f"OpenRouter answered {status} with a body that is not JSON")
+    return error_from_object(
+        error, fallback_status=status, key=key, headers={k.lower(): v for k, v in headers.items()}
+    )
+
+
+def scrub(text: str, key: str) -> str:
+    """Upstream messages are shown to clients and logged: never with the key in them."""
+    return text.replace(key, "[redacted]") if key else text
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """`Retry-After` as seconds, from either of its two forms."""
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def parse_completion(body: bytes, *, requested_model: str, key: str) -> tuple[_Completion, str]:
+    """Decode a 200 body; a body that carries an error is that error."""
+    try:
+        completion = _completion_decoder.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        raise UpstreamError(
+            502, "upstream_error", "OpenRouter answered 200 with a body that is not a completion"
+        ) from None
+    if completion.error is not None:
+        raise error_from_object(completion.error, fallback_status=502, key=key)
+    if not completion.choices:
+        raise UpstreamError(502, "upstream_error", "OpenRouter answered with no choices")
+    choice = completion.choices[0]
+    if choice.error is not None or choice.finish_reason == "error":
+        error = choice.error or ErrorObject(message="the provider failed while generating")
+        raise error_from_object(error, fallback_status=502, key=key)
+    return completion, completion.model or requested_model
+
+
+class OpenRouterClient:
+    """Calls OpenRouter with the caller's key; retries only what cannot have been billed."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        retries: int,
+        timeout_seconds: float,
+        app_url: str,
+        app_title: str,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self._http = http
+        self._retries = retries
+        self._timeout = timeout_seconds
+        self._jitter = jitter
+        self._attribution = {
+            name: value
+            for name, value in (
+                ("HTTP-Referer", app_url),
+                ("X-Title", app_title),
+                ("X-OpenRouter-Title", app_title),
+            )
+            if value
+        }
+
+    def _headers(self, key: str, accept: str) -> dict[str, str]:
+        return {
+            "Authorization": f"Bearer {key}",
+            "Content-Type": "application/json",
+            "Accept": accept,
+            **self._attribution,
+        }
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float | None:
+        """Seconds to wait before the next attempt, or None when not worth waiting for."""
+        if retry_after is not None:
+            if retry_after > MAX_RETRY_AFTER_SECONDS:
+                return None
+            return retry_after + self._jitter() * BACKOFF_BASE_SECONDS
+        return min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * (1 << attempt)) * self._jitter()
+
+    async def _send(self, key: str, payload: bytes, *, stream: bool) -> httpx.Response:
+        """Post the request, retrying connection failures and 408/502/503.
+
+        With `stream=True` a 200 response is returned open: its body has not been read.
+        """
+        accept = "text/event-stream" if stream else "application/json"
+        request = self._http.build_request(
+            "POST", "chat/completions", content=payload, headers=self._headers(key, accept)
+        )
+        attempt = 0
+        while True:
+            try:
+                response = await self._http.send(request, stream=True)
+            except (httpx.ConnectError, httpx.ConnectTimeout):
+                if attempt >= self._retries:
+                    raise UpstreamError(
+                        502, "upstream_unreachable", "could not connect to OpenRouter"
+                    ) from None
+                delay = self._backoff(attempt, None)
+            else:
+                if response.status_code == 200 and stream:
+                    return response
+                await response.aread()
+                await response.aclose()
+                if response.status_code not in RETRY_STATUSES or attempt >= self._retries:
+                    return response
+                delay = self._backoff(
+                    attempt, retry_after_seconds(response.headers.get("retry-after"))
+                )
+                if delay is None:
+                    return response
+            attempt += 1
+            await asyncio.sleep(delay or 0.0)
+
+    async def complete(self, key: str, payload: bytes, *, requested_model: str) -> Completion:
+        """One non-streaming completion."""
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self._timeout):
+                response = await self._send(key, payload, stream=False)
+        except (TimeoutError, httpx.TimeoutException):
+            raise UpstreamError(
+                504, "upstream_timeout", f"OpenRouter did not answer within {self._timeout:g} s"
+            ) from None
+        except httpx.PoolTimeout:
+            raise UpstreamError(
+                503, "upstream_busy", "too many calls to OpenRouter in flight; retry shortly"
+            ) from None
+        except httpx.TransportError as exc:
+            raise UpstreamError(
+                502, "upstream_error", f"the connection to OpenRouter failed: {type(exc).__name__}"
+            ) from None
+        latency_ms = (time.perf_counter() - started) * 1000
+        if response.status_code != 200:
+            raise error_from_response(response.status_code, response.content, response.headers, key)
+        completion, model = parse_completion(
+            response.content, requested_model=requested_model, key=key
+        )
+        choice = completion.choices[0] if completion.choices else _Choice()
+        return Completion(
+            content=(choice.message.content if choice.message else None) or "",
+            model=model,
+            finish_reason=choice.finish_reason,
+            generation_id=completion.id or response.headers.get("x-generation-id"),
+            usage=(completion.usage or WireUsage()).public(),
+            latency_ms=round(latency_ms, 1),
+        )
+
+    async def fetch_models(self) -> bytes:
+        """OpenRouter's model list, as the bytes it sent (checked to hold a `data` list)."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                response = await self._http.get("models", headers={"Accept": "application/json"})
+        except (TimeoutError, httpx.TimeoutException):
+            raise UpstreamError(504, "upstream_timeout", "OpenRouter did not answer") from None
+        except httpx.TransportError:
+            raise UpstreamError(
+                502, "upstream_unreachable", "could not connect to OpenRouter"
+            ) from None
+        if response.status_code != 200:
+            raise error_from_response(response.status_code, response.content, response.headers, "")
+        try:
+            _models_decoder.decode(response.content)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            raise UpstreamError(
+                502, "upstream_error", "OpenRouter's model list is not the expected JSON"
+            ) from None
+        return response.content

@@ -1,0 +1,243 @@
+"""SessionStore: every Redis command on sessions, and nothing about HTTP."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from importlib.resources import files
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from app import keys
+from app.errors import SessionNotFound
+from app.schemas import (
+    SessionDetail,
+    SessionPage,
+    SessionSummary,
+    SessionUsage,
+    StoredMessage,
+)
+from app.storage import awaited
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+
+def load_script(name: str) -> str:
+    return files("app").joinpath("lua", name).read_text(encoding="utf-8")
+
+
+class HistoryMessage(msgspec.Struct, frozen=True):
+    """The part of a stored message that is sent upstream."""
+
+    role: str
+    content: str
+
+
+class History(msgspec.Struct, frozen=True):
+    """What a turn needs from Redis before it calls upstream."""
+
+    system_prompt: str | None
+    messages: list[HistoryMessage]
+
+
+class Turn(msgspec.Struct, kw_only=True, frozen=True):
+    """One committed exchange: the user's message and the answer."""
+
+    session_id: str
+    owner: str
+    turn_id: str
+    user: StoredMessage
+    assistant: StoredMessage
+    title: str
+    system_prompt: str | None
+    usage_record: bytes | None = None
+
+
+_message_encoder = msgspec.json.Encoder()
+_history_decoder = msgspec.json.Decoder(HistoryMessage)
+_message_decoder = msgspec.json.Decoder(StoredMessage)
+
+_SUMMARY_FIELDS = ("owner", "created", "updated", "model", "title", "message_count")
+_USAGE_INT_FIELDS = ("turns", "prompt_tokens", "completion_tokens", "total_tokens")
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode()
+
+
+def _ms_to_datetime(value: bytes | str | int | None) -> datetime:
+    return datetime.fromtimestamp(int(value or 0) / 1000, tz=UTC)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def parse_usage(raw: dict[bytes, bytes]) -> SessionUsage:
+    """Read the worker's usage hash (`chat:{id}:usage`)."""
+    if not raw:
+        return SessionUsage()
+    fields = {k.decode(): v.decode() for k, v in raw.items()}
+    turns = int(fields.get("turns", 0))
+    latency_total = float(fields.get("latency_ms_total", 0))
+    models = {
+        name.removeprefix("model:"): int(count)
+        for name, count in fields.items()
+        if name.startswith("model:")
+    }
+    first, last = fields.get("first_activity"), fields.get("last_activity")
+    return SessionUsage(
+        **{name: int(fields.get(name, 0)) for name in _USAGE_INT_FIELDS},
+        cost=float(fields.get("cost", 0)),
+        models=models,
+        avg_latency_ms=round(latency_total / turns, 1) if turns else None,
+        last_latency_ms=float(fields["last_latency_ms"]) if "last_latency_ms" in fields else None,
+        first_activity=_ms_to_datetime(first) if first else None,
+        last_activity=_ms_to_datetime(last) if last else None,
+    )
+
+
+class SessionStore:
+    """Sessions in Redis, in the layout documented in `app.keys`."""
+
+    def __init__(self, redis: Redis, *, ttl_ms: int, history_cap: int) -> None:
+        self._redis = redis
+        self._ttl_ms = ttl_ms
+        self._history_cap = history_cap
+        self._commit = redis.register_script(load_script("commit_turn.lua"))
+        self._delete = redis.register_script(load_script("delete_session.lua"))
+
+    async def load_history(self, session_id: str, owner: str) -> History:
+        """The stored system prompt and messages, in one round trip.
+
+        An unknown session is empty history (the turn will create it); a session of another
+        owner does not exist for this one.
+        """
+        k = keys.session_keys(session_id)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(k.meta, ["owner", "system_prompt"])
+            pipe.lrange(k.messages, 0, -1)
+            (stored_owner, system_prompt), raw_messages = await pipe.execute()
+        if stored_owner is not None and stored_owner.decode() != owner:
+            raise SessionNotFound(session_id)
+        return History(
+            system_prompt=_text(system_prompt),
+            messages=[_history_decoder.decode(raw) for raw in raw_messages],
+        )
+
+    async def commit_turn(self, turn: Turn) -> int:
+        """Write the turn in one atomic script; returns the session's message count."""
+        k = keys.session_keys(turn.session_id)
+        status, count = await self._commit(
+            keys=[
+                k.meta,
+                k.messages,
+                k.turns,
+                k.usage,
+                keys.ALL_SESSIONS,
+                keys.owner_sessions(turn.owner),
+                keys.USAGE_INBOX,
+            ],
+            args=[
+                turn.session_id,
+                turn.owner,
+                turn.turn_id,
+                int(turn.assistant.timestamp.timestamp() * 1000),
+                self._ttl_ms,
+                self._history_cap,
+                _message_encoder.encode(turn.user),
+                _message_encoder.encode(turn.assistant),
+                turn.assistant.model or "",
+                turn.title,
+                turn.system_prompt or "",
+                turn.usage_record or b"",
+            ],
+        )
+        if status == 0:
+            raise SessionNotFound(turn.session_id)
+        return int(count)
+
+    async def get(self, session_id: str, owner: str | None) -> SessionDetail:
+        """The whole session; `owner=None` reads any owner's (the admin view)."""
+        k = keys.session_keys(session_id)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(k.meta)
+            pipe.lrange(k.messages, 0, -1)
+            pipe.pttl(k.meta)
+            pipe.hgetall(k.usage)
+            meta, raw_messages, ttl_ms, usage = await pipe.execute()
+        fields = {key.decode(): value.decode() for key, value in meta.items()}
+        if not fields or (owner is not None and fields.get("owner") != owner):
+            raise SessionNotFound(session_id)
+        return SessionDetail(
+            session_id=session_id,
+            title=fields.get("title", ""),
+            model=fields.get("model"),
+            message_count=int(fields.get("message_count", 0)),
+            created_at=_ms_to_datetime(fields.get("created")),
+            updated_at=_ms_to_datetime(fields.get("updated")),
+            expires_at=_ms_to_datetime(now_ms() + max(int(ttl_ms), 0)),
+            system_prompt=fields.get("system_prompt"),
+            usage=parse_usage(usage),
+            messages=[_message_decoder.decode(raw) for raw in raw_messages],
+        )
+
+    async def owner_of(self, session_id: str) -> str | None:
+        meta = keys.session_keys(session_id).meta
+        owner: bytes | None = await awaited(self._redis.hget(meta, "owner"))
+        return _text(owner)
+
+    async def delete(self, session_id: str, owner: str) -> None:
+        k = keys.session_keys(session_id)
+        deleted = await self._delete(
+            keys=[*k, keys.ALL_SESSIONS, keys.owner_sessions(owner)],
+            args=[session_id, owner],
+        )
+        if not deleted:
+            raise SessionNotFound(session_id)
+
+    async def page(self, index: str, *, limit: int, offset: int) -> SessionPage:
+        """A page of the sessions in `index`, most recent activity first, in two round trips.
+
+        Index entries of sessions that Redis already expired are skipped here and removed by
+        the worker's pruner.
+        """
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(index)
+            pipe.zrevrange(index, offset, offset + limit - 1)
+            total, ids = await pipe.execute()
+        summaries: list[SessionSummary] = []
+        if ids:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for raw_id in ids:
+                    k = keys.session_keys(raw_id.decode())
+                    pipe.hmget(k.meta, list(_SUMMARY_FIELDS))
+                    pipe.hgetall(k.usage)
+                results: list[Any] = await pipe.execute()
+            for raw_id, meta, usage in zip(ids, results[::2], results[1::2], strict=True):
+                summary = _summary(raw_id.decode(), meta, usage)
+                if summary is not None:
+                    summaries.append(summary)
+        next_offset = offset + limit if offset + limit < total else None
+        return SessionPage(
+            sessions=summaries, total=total, limit=limit, offset=offset, next_offset=next_offset
+        )
+
+
+def _summary(
+    session_id: str, meta: list[bytes | None], usage: dict[bytes, bytes]
+) -> SessionSummary | None:
+    fields = dict(zip(_SUMMARY_FIELDS, (_text(v) for v in meta), strict=True))
+    if fields["owner"] is None:
+        return None
+    return SessionSummary(
+        session_id=session_id,
+        title=fields["title"] or "",
+        model=fields["model"],
+        message_count=int(fields["message_count"] or 0),
+        created_at=_ms_to_datetime(fields["created"]),
+        updated_at=_ms_to_datetime(fields["updated"]),
+        usage=parse_usage(usage),
+    )

@@ -1,0 +1,138 @@
+"""Settings: one frozen struct read from the environment and validated at start."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from typing import TYPE_CHECKING, Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+
+class SettingsError(Exception):
+    """A setting is missing or invalid; the message names the variable and what is wrong."""
+
+
+PositiveInt = Annotated[int, Meta(ge=1)]
+PositiveFloat = Annotated[float, Meta(gt=0)]
+
+
+class Settings(msgspec.Struct, kw_only=True, frozen=True, rename="upper"):
+    """Every setting of the API and the worker. Field `x` is read from the variable `X`."""
+
+    # The seed's settings.
+    openrouter_default_model: Annotated[str, Meta(min_length=1)] = "anthropic/claude-3.5-sonnet"
+    max_tokens_default: PositiveInt = 1000
+    session_cleanup_hours: PositiveFloat = 24.0
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    port: Annotated[int, Meta(ge=1, le=65535)] = 8000
+
+    # Where things are.
+    app_env: Literal["production", "development"] = "production"
+    redis_url: str = "redis://localhost:6379/0"
+    openrouter_base_url: str = "https://openrouter.ai/api/v1"
+    app_url: str = "https://github.com/openrouter-chat-backend"
+    app_title: str = "OpenRouter Chat Backend"
+
+    # Ownership: session owners are HMAC(session_secret, key).
+    session_secret: Annotated[str, Meta(pattern=r"^(|.{32,})$")] = ""
+
+    # Limits.
+    max_history_messages: Annotated[int, Meta(ge=2)] = 50
+    max_message_chars: PositiveInt = 32_000
+    max_tokens_limit: PositiveInt = 32_768
+    max_body_bytes: Annotated[int, Meta(ge=1024)] = 1_048_576
+
+    # Upstream.
+    upstream_timeout_seconds: PositiveFloat = 120.0
+    upstream_connect_timeout_seconds: PositiveFloat = 10.0
+    upstream_retries: Annotated[int, Meta(ge=0, le=10)] = 2
+    upstream_max_connections: PositiveInt = 512
+    models_cache_seconds: Annotated[int, Meta(ge=0)] = 300
+
+    # Redis.
+    redis_timeout_seconds: PositiveFloat = 0.8
+    redis_max_connections: PositiveInt = 128
+
+    # Web.
+    cors_origins: tuple[str, ...] = ("*",)
+    log_format: Literal["json", "console"] | None = None
+    stream_keepalive_seconds: Annotated[float, Meta(gt=0, le=15)] = 10.0
+
+    # Worker and operators.
+    metrics_retention_days: PositiveInt = 30
+    prune_interval_seconds: Annotated[int, Meta(ge=1, le=3600)] = 60
+    max_sessions: PositiveInt | None = None
+    admin_token: str = ""
+
+    @property
+    def session_ttl_ms(self) -> int:
+        return round(self.session_cleanup_hours * 3_600_000)
+
+    @property
+    def history_cap(self) -> int:
+        """Messages kept per session: whole user/assistant pairs only."""
+        return self.max_history_messages - self.max_history_messages % 2
+
+    @property
+    def effective_log_format(self) -> Literal["json", "console"]:
+        if self.log_format is not None:
+            return self.log_format
+        return "json" if self.app_env == "production" else "console"
+
+
+_LIST_FIELDS = frozenset({"CORS_ORIGINS"})
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the settings from `environ` (default: the process environment).
+
+    Raises `SettingsError` naming the variable when a value does not fit.
+    """
+    env = os.environ if environ is None else environ
+    raw: dict[str, object] = {}
+    for name in Settings.__struct_encode_fields__:
+        value = env.get(name)
+        if value is None or value == "":
+            continue
+        if name in _LIST_FIELDS:
+            raw[name] = tuple(part.strip() for part in value.split(",") if part.strip())
+        elif name == "LOG_LEVEL":
+            raw[name] = value.upper()
+        else:
+            raw[name] = value
+    try:
+        settings = msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise SettingsError(f"invalid setting: {_describe(exc)}") from None
+    return settings
+
+
+def require_session_secret(settings: Settings) -> Settings:
+    """The API's settings with a session secret: refused in production without one.
+
+    In development a random one is made, valid for this process only.
+    """
+    if settings.session_secret:
+        return settings
+    if settings.app_env == "production":
+        raise SettingsError(
+            "SESSION_SECRET is required when APP_ENV=production: it keys the owner hash of "
+            "every session. Set it to a long random string shared by all replicas "
+            "(python -c 'import secrets; print(secrets.token_urlsafe(48))'), "
+            "or set APP_ENV=development for a throwaway one."
+        )
+    return msgspec.structs.replace(settings, session_secret=secrets.token_urlsafe(48))
+
+
+def _describe(exc: msgspec.ValidationError) -> str:
+    """Turn msgspec's `... - at `$.NAME`` into `NAME: ...`."""
+    message = str(exc)
+    head, sep, path = message.rpartition(" - at `$.")
+    if not sep:
+        return message
+    return f"{path.rstrip('`')}: {head}"
