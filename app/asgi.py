@@ -13,6 +13,7 @@ from litestar.openapi.spec import Components, SecurityScheme, Tag
 
 from app import __version__
 from app.context import RequestContextMiddleware
+from app.controllers.admin import AdminController
 from app.controllers.chat import chat
 from app.controllers.docs import docs_handlers
 from app.controllers.health import health
@@ -25,7 +26,7 @@ from app.services import services_lifespan
 from app.settings import SettingsError, load_settings, require_session_secret
 
 if TYPE_CHECKING:
-    from litestar.types import ASGIApp
+    from litestar.types import ASGIApp, ControllerRouterHandler
 
     from app.settings import Settings
 
@@ -54,7 +55,10 @@ def openapi_config() -> OpenAPIConfig:
                     type="http",
                     scheme="bearer",
                     description="Your OpenRouter API key (`sk-or-v1-...`).",
-                )
+                ),
+                "AdminToken": SecurityScheme(
+                    type="http", scheme="bearer", description="The server's `ADMIN_TOKEN`."
+                ),
             }
         ),
         tags=[
@@ -62,13 +66,23 @@ def openapi_config() -> OpenAPIConfig:
             Tag(name="sessions", description="The stored conversations of your key."),
             Tag(name="models", description="What OpenRouter offers."),
             Tag(name="health", description="For load balancers and platforms."),
+            Tag(name="admin", description="Operators only; present when ADMIN_TOKEN is set."),
         ],
     )
 
 
 def create_litestar(settings: Settings) -> Litestar:
+    handlers: list[ControllerRouterHandler] = [
+        chat,
+        SessionController,
+        list_models,
+        health,
+        *docs_handlers,
+    ]
+    if settings.admin_token:
+        handlers.append(AdminController)
     return Litestar(
-        route_handlers=[chat, SessionController, list_models, health, *docs_handlers],
+        route_handlers=handlers,
         dependencies=dependencies,
         lifespan=[services_lifespan(settings)],
         exception_handlers=exception_handlers,

@@ -157,8 +157,8 @@ class ChatService:
             finish_reason=completion.finish_reason,
             generation_id=completion.generation_id,
         )
-        event = UsageEvent(
-            at=int(assistant.timestamp.timestamp() * 1000),
+        event = UsageEvent.at_time(
+            assistant.timestamp,
             model=completion.model,
             session_id=turn.session_id,
             prompt_tokens=completion.usage.prompt_tokens,

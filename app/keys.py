@@ -13,6 +13,8 @@ PREFIX = "chat"
 
 # Sorted set: session id -> last activity (ms since the epoch), every session.
 ALL_SESSIONS = f"{PREFIX}:sessions"
+# Sorted set: owner id -> last activity (ms); the pruner walks it to clean owner indexes.
+OWNERS = f"{PREFIX}:owners"
 # Hash: the shared copy of OpenRouter's model list (`body`, `etag`, `fetched_at`).
 MODELS = f"{PREFIX}:models"
 # String with a short TTL: held by the one replica refreshing the model list.

@@ -178,6 +178,13 @@ class Health(msgspec.Struct, kw_only=True, frozen=True):
 
     status: Literal["ok", "unavailable"]
     redis: Annotated[str, Meta(description="`ok`, or why Redis cannot be used.")]
+    worker: Annotated[
+        Literal["ok", "stale", "absent", "unknown"],
+        Meta(
+            description="The worker's heartbeat: recent, late, missing; `unknown` without Redis. "
+            "It does not affect readiness."
+        ),
+    ]
     version: str
 
 
@@ -199,3 +206,54 @@ class ErrorBody(msgspec.Struct, kw_only=True, frozen=True):
     """The body of every error response."""
 
     error: ErrorDetail
+
+
+class AdminSessionSummary(SessionSummary, kw_only=True, frozen=True):
+    """A session in the operators' listing, with its owner id (`chat:owner:<owner>:sessions`)."""
+
+    owner: str
+
+
+class AdminSessionDetail(SessionDetail, kw_only=True, frozen=True):
+    """A whole session, with its owner id."""
+
+    owner: str
+
+
+class AdminSessionPage(msgspec.Struct, kw_only=True, frozen=True):
+    """One page of every session, most recent activity first."""
+
+    sessions: list[AdminSessionSummary]
+    total: int
+    limit: int
+    offset: int
+    next_offset: int | None
+
+
+class CallStats(msgspec.Struct, kw_only=True):
+    """Upstream calls of one day: every call, failed ones by status, and what succeeded cost."""
+
+    requests: int = 0
+    errors: int = 0
+    errors_by_status: dict[str, int] = msgspec.field(default_factory=dict)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    cost: float = 0.0
+
+
+class DayStats(msgspec.Struct, kw_only=True, frozen=True):
+    """One UTC day, in total and per model (`chat:metrics:<day>`)."""
+
+    day: str
+    totals: CallStats
+    models: dict[str, CallStats]
+
+
+class Stats(msgspec.Struct, kw_only=True, frozen=True):
+    """Global metrics, newest day first, and the state of the background work."""
+
+    days: list[DayStats]
+    sessions: Annotated[int, Meta(description="Entries in `chat:sessions`.")]
+    usage_backlog: Annotated[int, Meta(description="Usage events not yet applied.")]
+    worker: Literal["ok", "stale", "absent"]

@@ -12,6 +12,9 @@ import msgspec
 from app import keys
 from app.errors import SessionNotFound
 from app.schemas import (
+    AdminSessionDetail,
+    AdminSessionPage,
+    AdminSessionSummary,
     SessionDetail,
     SessionPage,
     SessionSummary,
@@ -59,7 +62,6 @@ _message_encoder = msgspec.json.Encoder()
 _history_decoder = msgspec.json.Decoder(HistoryMessage)
 _message_decoder = msgspec.json.Decoder(StoredMessage)
 
-_SUMMARY_FIELDS = ("owner", "created", "updated", "model", "title", "message_count")
 _USAGE_INT_FIELDS = ("turns", "prompt_tokens", "completion_tokens", "total_tokens")
 
 
@@ -139,6 +141,7 @@ class SessionStore:
                 keys.ALL_SESSIONS,
                 keys.owner_sessions(turn.owner),
                 keys.USAGE_INBOX,
+                keys.OWNERS,
             ],
             args=[
                 turn.session_id,
@@ -159,8 +162,8 @@ class SessionStore:
             raise SessionNotFound(turn.session_id)
         return int(count)
 
-    async def get(self, session_id: str, owner: str | None) -> SessionDetail:
-        """The whole session; `owner=None` reads any owner's (the admin view)."""
+    async def _read(self, session_id: str) -> tuple[str, dict[str, Any]]:
+        """The owner and the fields of a session's detail view, in one round trip."""
         k = keys.session_keys(session_id)
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(k.meta)
@@ -169,20 +172,26 @@ class SessionStore:
             pipe.hgetall(k.usage)
             meta, raw_messages, ttl_ms, usage = await pipe.execute()
         fields = {key.decode(): value.decode() for key, value in meta.items()}
-        if not fields or (owner is not None and fields.get("owner") != owner):
+        if "owner" not in fields:
             raise SessionNotFound(session_id)
-        return SessionDetail(
-            session_id=session_id,
-            title=fields.get("title", ""),
-            model=fields.get("model"),
-            message_count=int(fields.get("message_count", 0)),
-            created_at=_ms_to_datetime(fields.get("created")),
-            updated_at=_ms_to_datetime(fields.get("updated")),
-            expires_at=_ms_to_datetime(now_ms() + max(int(ttl_ms), 0)),
-            system_prompt=fields.get("system_prompt"),
-            usage=parse_usage(usage),
-            messages=[_message_decoder.decode(raw) for raw in raw_messages],
-        )
+        return fields["owner"], {
+            **_summary_fields(session_id, fields, usage),
+            "expires_at": _ms_to_datetime(now_ms() + max(int(ttl_ms), 0)),
+            "system_prompt": fields.get("system_prompt"),
+            "messages": [_message_decoder.decode(raw) for raw in raw_messages],
+        }
+
+    async def get(self, session_id: str, owner: str) -> SessionDetail:
+        """The whole session, if `owner` holds it."""
+        stored_owner, detail = await self._read(session_id)
+        if stored_owner != owner:
+            raise SessionNotFound(session_id)
+        return SessionDetail(**detail)
+
+    async def get_any(self, session_id: str) -> AdminSessionDetail:
+        """The whole session, whoever holds it (the operators' view)."""
+        owner, detail = await self._read(session_id)
+        return AdminSessionDetail(**detail, owner=owner)
 
     async def owner_of(self, session_id: str) -> str | None:
         meta = keys.session_keys(session_id).meta
@@ -198,8 +207,17 @@ class SessionStore:
         if not deleted:
             raise SessionNotFound(session_id)
 
-    async def page(self, index: str, *, limit: int, offset: int) -> SessionPage:
-        """A page of the sessions in `index`, most recent activity first, in two round trips.
+    async def delete_any(self, session_id: str) -> None:
+        """Delete whoever holds it (the operators' view)."""
+        owner = await self.owner_of(session_id)
+        if owner is None:
+            raise SessionNotFound(session_id)
+        await self.delete(session_id, owner)
+
+    async def _page(
+        self, index: str, limit: int, offset: int
+    ) -> tuple[int, list[tuple[str, dict[str, Any]]]]:
+        """Owners and summary fields of a page of `index`, most recent first: two round trips.
 
         Index entries of sessions that Redis already expired are skipped here and removed by
         the worker's pruner.
@@ -208,36 +226,57 @@ class SessionStore:
             pipe.zcard(index)
             pipe.zrevrange(index, offset, offset + limit - 1)
             total, ids = await pipe.execute()
-        summaries: list[SessionSummary] = []
-        if ids:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for raw_id in ids:
-                    k = keys.session_keys(raw_id.decode())
-                    pipe.hmget(k.meta, list(_SUMMARY_FIELDS))
-                    pipe.hgetall(k.usage)
-                results: list[Any] = await pipe.execute()
-            for raw_id, meta, usage in zip(ids, results[::2], results[1::2], strict=True):
-                summary = _summary(raw_id.decode(), meta, usage)
-                if summary is not None:
-                    summaries.append(summary)
-        next_offset = offset + limit if offset + limit < total else None
+        if not ids:
+            return total, []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for raw_id in ids:
+                k = keys.session_keys(raw_id.decode())
+                pipe.hgetall(k.meta)
+                pipe.hgetall(k.usage)
+            results: list[Any] = await pipe.execute()
+        rows = []
+        for raw_id, meta, usage in zip(ids, results[::2], results[1::2], strict=True):
+            fields = {key.decode(): value.decode() for key, value in meta.items()}
+            if "owner" in fields:
+                rows.append((fields["owner"], _summary_fields(raw_id.decode(), fields, usage)))
+        return total, rows
+
+    async def page(self, owner: str, *, limit: int, offset: int) -> SessionPage:
+        """The owner's sessions, most recent activity first."""
+        total, rows = await self._page(keys.owner_sessions(owner), limit, offset)
         return SessionPage(
-            sessions=summaries, total=total, limit=limit, offset=offset, next_offset=next_offset
+            sessions=[SessionSummary(**summary) for _, summary in rows],
+            total=total,
+            limit=limit,
+            offset=offset,
+            next_offset=_next_offset(total, limit, offset),
+        )
+
+    async def page_all(self, *, limit: int, offset: int) -> AdminSessionPage:
+        """Every session, most recent activity first, with owners."""
+        total, rows = await self._page(keys.ALL_SESSIONS, limit, offset)
+        return AdminSessionPage(
+            sessions=[AdminSessionSummary(**summary, owner=owner) for owner, summary in rows],
+            total=total,
+            limit=limit,
+            offset=offset,
+            next_offset=_next_offset(total, limit, offset),
         )
 
 
-def _summary(
-    session_id: str, meta: list[bytes | None], usage: dict[bytes, bytes]
-) -> SessionSummary | None:
-    fields = dict(zip(_SUMMARY_FIELDS, (_text(v) for v in meta), strict=True))
-    if fields["owner"] is None:
-        return None
-    return SessionSummary(
-        session_id=session_id,
-        title=fields["title"] or "",
-        model=fields["model"],
-        message_count=int(fields["message_count"] or 0),
-        created_at=_ms_to_datetime(fields["created"]),
-        updated_at=_ms_to_datetime(fields["updated"]),
-        usage=parse_usage(usage),
-    )
+def _next_offset(total: int, limit: int, offset: int) -> int | None:
+    return offset + limit if offset + limit < total else None
+
+
+def _summary_fields(
+    session_id: str, fields: dict[str, str], usage: dict[bytes, bytes]
+) -> dict[str, Any]:
+    return {
+        "session_id": session_id,
+        "title": fields.get("title", ""),
+        "model": fields.get("model"),
+        "message_count": int(fields.get("message_count", 0)),
+        "created_at": _ms_to_datetime(fields.get("created")),
+        "updated_at": _ms_to_datetime(fields.get("updated")),
+        "usage": parse_usage(usage),
+    }

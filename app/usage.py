@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-import time
-from typing import TYPE_CHECKING
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from redis.exceptions import RedisError
@@ -22,6 +22,7 @@ class UsageEvent(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
     """One upstream call. `status` 200 is a committed turn; anything else a failed call."""
 
     at: int  # ms since the epoch
+    day: str  # the UTC day of `at`, YYYY-MM-DD: the metrics bucket
     model: str
     status: int = 200
     session_id: str | None = None
@@ -30,6 +31,14 @@ class UsageEvent(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
     total_tokens: int = 0
     cost: float = 0.0
     latency_ms: float = 0.0
+
+    @classmethod
+    def at_time(cls, when: datetime, **fields: Any) -> UsageEvent:
+        return cls(at=int(when.timestamp() * 1000), day=when.strftime("%Y-%m-%d"), **fields)
+
+    @classmethod
+    def now(cls, **fields: Any) -> UsageEvent:
+        return cls.at_time(datetime.now(UTC), **fields)
 
 
 usage_event_encoder = msgspec.json.Encoder()
@@ -44,7 +53,7 @@ class UsageInbox:
 
     async def failed(self, model: str, status: int) -> None:
         """Best effort: the client must see the upstream's error, not a storage error."""
-        event = UsageEvent(at=time.time_ns() // 1_000_000, model=model, status=status)
+        event = UsageEvent.now(model=model, status=status)
         try:
             await awaited(self._redis.rpush(keys.USAGE_INBOX, usage_event_encoder.encode(event)))
         except RedisError:

@@ -2,22 +2,39 @@
 
 from __future__ import annotations
 
+import time
+
 from litestar import Response, get
 from redis.exceptions import RedisError
 
-from app import __version__
+from app import __version__, keys
 from app.schemas import Health
 from app.services import Services
+from app.worker_state import worker_state
 
 
-@get("/health", summary="Is this replica ready?", tags=["health"], include_in_schema=True)
+@get("/health", summary="Is this replica ready?", tags=["health"])
 async def health(services: Services) -> Response[Health]:
-    """200 when Redis answers; 503, with the reason, when it does not."""
+    """200 when Redis answers, 503 with the reason when it does not.
+
+    `worker` reports the background worker's heartbeat; the API serves without it (usage
+    metrics catch up when it returns), so it does not fail readiness.
+    """
     try:
-        await services.redis.ping()
+        async with services.redis.pipeline(transaction=False) as pipe:
+            pipe.ping()
+            pipe.get(keys.WORKER_HEARTBEAT)
+            _, beat = await pipe.execute()
     except RedisError as exc:
-        reason = f"unreachable: {type(exc).__name__}"
         return Response(
-            Health(status="unavailable", redis=reason, version=__version__), status_code=503
+            Health(
+                status="unavailable",
+                redis=f"unreachable: {type(exc).__name__}",
+                worker="unknown",
+                version=__version__,
+            ),
+            status_code=503,
         )
-    return Response(Health(status="ok", redis="ok", version=__version__))
+    return Response(
+        Health(status="ok", redis="ok", worker=worker_state(beat, time.time()), version=__version__)
+    )

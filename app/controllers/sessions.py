@@ -7,7 +7,6 @@ from typing import Annotated, Any
 from litestar import Controller, Request, delete, get
 from litestar.params import Parameter
 
-from app import keys
 from app.auth import Caller
 from app.context import request_log
 from app.controllers import responses as docs
@@ -32,7 +31,7 @@ class SessionController(Controller):
         self, caller: Caller, store: SessionStore, limit: Limit = 20, offset: Offset = 0
     ) -> SessionPage:
         """The sessions of the calling key, most recent activity first."""
-        return await store.page(keys.owner_sessions(caller.owner), limit=limit, offset=offset)
+        return await store.page(caller.owner, limit=limit, offset=offset)
 
     @get("/{session_id:str}", summary="Read a session", responses={404: docs.NOT_FOUND})
     async def get_session(

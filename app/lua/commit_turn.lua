@@ -1,12 +1,12 @@
 -- Commit one turn atomically: both messages, the trim, the TTLs, the indexes, the usage record.
--- KEYS: meta, messages, turns, usage, all-sessions index, owner index, usage inbox
+-- KEYS: meta, messages, turns, usage, all-sessions index, owner index, usage inbox, owners
 -- ARGV: session id, owner, turn id, now (ms), ttl (ms), history cap, user message JSON,
 --       assistant message JSON, model, title, system prompt ('' keeps the stored one),
 --       usage record JSON ('' for none)
 -- Returns {1, message count} when committed, {2, message count} when this turn id was
 -- already committed (a retried call), {0, 0} when another owner holds the session.
-local meta, messages, turns, usage, all_index, owner_index, inbox =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local meta, messages, turns, usage, all_index, owner_index, inbox, owners =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local session_id, owner, turn_id, now, ttl, cap =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
 
@@ -37,6 +37,7 @@ for _, key in ipairs({meta, messages, turns, usage, owner_index}) do
 end
 redis.call('ZADD', all_index, now, session_id)
 redis.call('ZADD', owner_index, now, session_id)
+redis.call('ZADD', owners, now, owner)
 if ARGV[12] ~= '' then
   redis.call('RPUSH', inbox, ARGV[12])
 end

