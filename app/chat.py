@@ -17,7 +17,7 @@ from app.usage import UsageEvent, UsageInbox, usage_event_encoder
 
 if TYPE_CHECKING:
     from app.auth import Caller
-    from app.openrouter import Completion, OpenRouterClient
+    from app.openrouter import Completion, OpenRouterClient, UpstreamStream
     from app.sessions import History, SessionStore
     from app.settings import Settings
 
@@ -140,14 +140,40 @@ class ChatService:
                 caller.key.value, turn.payload, requested_model=turn.model
             )
         except UpstreamError as exc:
-            await self._usage.failed(turn.model, exc.upstream_status or exc.status)
+            await self.record_failure(turn.model, exc.upstream_status or exc.status)
             raise
         return await self.commit(caller, turn, completion)
 
+    async def open_stream(
+        self, caller: Caller, request: ChatRequest, extras: dict[str, Any]
+    ) -> tuple[PreparedTurn, UpstreamStream]:
+        """A streaming turn up to upstream's first byte; errors until then are plain errors."""
+        turn = await self.prepare(caller, request, extras, stream=True)
+        try:
+            upstream = await self._upstream.open_stream(caller.key.value, turn.payload)
+        except UpstreamError as exc:
+            await self.record_failure(turn.model, exc.upstream_status or exc.status)
+            raise
+        return turn, upstream
+
+    async def record_failure(self, model: str, status: int) -> None:
+        await self._usage.failed(model, status)
+
     async def commit(
-        self, caller: Caller, turn: PreparedTurn, completion: Completion
+        self,
+        caller: Caller,
+        turn: PreparedTurn,
+        completion: Completion,
+        *,
+        interrupted: bool = False,
+        error: str | None = None,
+        status: int = 200,
     ) -> ChatResponse:
-        """Save both messages and hand the usage to the worker, in one atomic write."""
+        """Save both messages and hand the usage to the worker, in one atomic write.
+
+        `interrupted` and `error` mark a partial answer of a stream; `status` is the failure
+        the worker's metrics count it as.
+        """
         assistant = StoredMessage(
             role="assistant",
             content=completion.content,
@@ -156,9 +182,12 @@ class ChatService:
             tokens=completion.usage.total_tokens,
             finish_reason=completion.finish_reason,
             generation_id=completion.generation_id,
+            interrupted=interrupted,
+            error=error,
         )
         event = UsageEvent.at_time(
             assistant.timestamp,
+            status=status,
             model=completion.model,
             session_id=turn.session_id,
             prompt_tokens=completion.usage.prompt_tokens,

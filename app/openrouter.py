@@ -13,9 +13,10 @@ import msgspec
 
 from app.errors import UpstreamError
 from app.schemas import Usage
+from app.sse import sse_data
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import AsyncIterator, Callable
 
 # Statuses worth another attempt: nothing was generated, so nothing is billed twice.
 RETRY_STATUSES = frozenset({408, 502, 503})
@@ -75,6 +76,40 @@ class _Completion(msgspec.Struct, frozen=True):
     error: ErrorObject | None = None
 
 
+class _Delta(msgspec.Struct, frozen=True):
+    content: str | None = None
+
+
+class _StreamChoice(msgspec.Struct, frozen=True):
+    delta: _Delta | None = None
+    finish_reason: str | None = None
+    error: ErrorObject | None = None
+
+
+class StreamChunk(msgspec.Struct, frozen=True):
+    """One event of OpenRouter's stream: only what we use of it."""
+
+    id: str | None = None
+    model: str | None = None
+    choices: list[_StreamChoice] | None = None
+    usage: WireUsage | None = None
+    error: ErrorObject | None = None
+
+    @property
+    def text(self) -> str:
+        if self.choices and self.choices[0].delta is not None:
+            return self.choices[0].delta.content or ""
+        return ""
+
+    @property
+    def finish_reason(self) -> str | None:
+        return self.choices[0].finish_reason if self.choices else None
+
+    @property
+    def choice_error(self) -> ErrorObject | None:
+        return self.choices[0].error if self.choices else None
+
+
 class _ModelList(msgspec.Struct, frozen=True):
     data: list[msgspec.Raw]
 
@@ -82,6 +117,9 @@ class _ModelList(msgspec.Struct, frozen=True):
 _completion_decoder = msgspec.json.Decoder(_Completion)
 _error_decoder = msgspec.json.Decoder(_ErrorEnvelope)
 _models_decoder = msgspec.json.Decoder(_ModelList)
+_chunk_decoder = msgspec.json.Decoder(StreamChunk)
+
+DONE = b"[DONE]"
 
 
 class Completion(msgspec.Struct, kw_only=True, frozen=True):
@@ -294,6 +332,28 @@ class OpenRouterClient:
             latency_ms=round(latency_ms, 1),
         )
 
+    async def open_stream(self, key: str, payload: bytes) -> UpstreamStream:
+        """Start a streaming completion; errors before the first byte raise `UpstreamError`."""
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self._timeout):
+                response = await self._send(key, payload, stream=True)
+        except httpx.PoolTimeout:
+            raise UpstreamError(
+                503, "upstream_busy", "too many calls to OpenRouter in flight; retry shortly"
+            ) from None
+        except (TimeoutError, httpx.TimeoutException):
+            raise UpstreamError(
+                504, "upstream_timeout", f"OpenRouter did not answer within {self._timeout:g} s"
+            ) from None
+        except httpx.TransportError as exc:
+            raise UpstreamError(
+                502, "upstream_error", f"the connection to OpenRouter failed: {type(exc).__name__}"
+            ) from None
+        if response.status_code != 200:
+            raise error_from_response(response.status_code, response.content, response.headers, key)
+        return UpstreamStream(response, key=key, started=started)
+
     async def fetch_models(self) -> bytes:
         """OpenRouter's model list, as the bytes it sent (checked to hold a `data` list)."""
         try:
@@ -314,3 +374,43 @@ class OpenRouterClient:
                 502, "upstream_error", "OpenRouter's model list is not the expected JSON"
             ) from None
         return response.content
+
+
+class UpstreamStream:
+    """An open OpenRouter stream: its chunks in order, `[DONE]` excluded, until it ends."""
+
+    def __init__(self, response: httpx.Response, *, key: str, started: float) -> None:
+        self._response = response
+        self._key = key
+        self.started = started
+        self.generation_id = response.headers.get("x-generation-id")
+        self.saw_done = False
+
+    async def chunks(self) -> AsyncIterator[StreamChunk]:
+        """Decoded events. Transport failures and timeouts surface as `UpstreamError`."""
+        try:
+            async for data in sse_data(self._response.aiter_raw()):
+                if data == DONE:
+                    self.saw_done = True
+                    return
+                try:
+                    yield _chunk_decoder.decode(data)
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    raise UpstreamError(
+                        502, "upstream_error", "OpenRouter sent a stream event that is not JSON"
+                    ) from None
+        except httpx.TimeoutException:
+            raise UpstreamError(
+                504, "upstream_timeout", "OpenRouter stopped sending in the middle of the answer"
+            ) from None
+        except httpx.TransportError as exc:
+            raise UpstreamError(
+                502, "upstream_error", f"the stream from OpenRouter broke: {type(exc).__name__}"
+            ) from None
+
+    def error(self, error: ErrorObject) -> UpstreamError:
+        return error_from_object(error, fallback_status=502, key=self._key)
+
+    async def aclose(self) -> None:
+        """Close the connection: for most providers this stops the generation and its billing."""
+        await self._response.aclose()

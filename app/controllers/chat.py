@@ -2,21 +2,53 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 from litestar import Request, post
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Operation, Schema
 
 from app.auth import Caller
 from app.chat import ChatService
 from app.context import request_log
 from app.controllers import responses
 from app.schemas import ChatRequest, ChatResponse
+from app.services import Services
+from app.streaming import EventStream, StreamRelay
+
+
+@dataclass
+class ChatOperation(Operation):
+    """The 200 answer is JSON, or an event stream when `stream` is true."""
+
+    def __post_init__(self) -> None:
+        ok = self.responses.get("200") if self.responses else None
+        if not isinstance(ok, OpenAPIResponse) or not ok.content:
+            return
+        json_body = ok.content.get("application/json")
+        schema = json_body.schema if json_body else None
+        # The union with EventStream renders as oneOf [ChatResponse, {}]: keep ChatResponse.
+        if isinstance(schema, Schema) and schema.one_of:
+            ok.content["application/json"] = OpenAPIMediaType(schema=schema.one_of[0])
+        ok.content["text/event-stream"] = OpenAPIMediaType(
+            schema=Schema(
+                type=OpenAPIType.STRING,
+                description=(
+                    'With `stream: true`: `data: <JSON>` events: `{"type": "delta", '
+                    '"content"}` for each piece of text, then `{"type": "done", ...}` '
+                    'with every field of the JSON answer, or `{"type": "error", "error"}`; '
+                    "`: keep-alive` comment lines at least every 15 seconds."
+                ),
+            )
+        )
+        ok.description = "The answer, saved with its turn."
 
 
 @post(
     "/chat",
     status_code=200,
+    operation_class=ChatOperation,
     summary="Send a message and get the answer",
     tags=["chat"],
     security=responses.SECURITY,
@@ -33,18 +65,39 @@ from app.schemas import ChatRequest, ChatResponse
     },
 )
 async def chat(
-    request: Request[Any, Any, Any], data: ChatRequest, caller: Caller, chat: ChatService
-) -> ChatResponse:
+    request: Request[Any, Any, Any],
+    data: ChatRequest,
+    caller: Caller,
+    chat: ChatService,
+    services: Services,
+) -> ChatResponse | EventStream:
     """Send `message` to the model with the session's whole history, and save the exchange.
 
     Without `session_id` a new session is started. With one, the turn continues it; an id
     that does not exist yet starts a session under that id. Fields OpenRouter understands
     (`models`, `provider`, `top_p`, `stop`, `seed`, ...) are passed through untouched.
     Nothing is saved when the call fails.
+
+    With `"stream": true` the answer comes as server-sent events (`text/event-stream`): one
+    `{"type": "delta", "content": ...}` per piece of text, then `{"type": "done", ...}` with
+    every field of the JSON answer, or `{"type": "error", "error": {...}}` if the stream
+    breaks after it began. Errors before it begins are plain JSON errors, as above.
     """
     log = request_log(request.scope)
     log.session_id = data.session_id
     extras: dict[str, Any] = msgspec.json.decode(await request.body())
+    if data.stream:
+        turn, upstream = await chat.open_stream(caller, data, extras)
+        return EventStream(
+            StreamRelay(
+                chat=chat,
+                caller=caller,
+                turn=turn,
+                upstream=upstream,
+                keepalive_seconds=services.settings.stream_keepalive_seconds,
+                log=log,
+            )
+        )
     answer = await chat.complete(caller, data, extras)
     log.session_id, log.model, log.tokens = answer.session_id, answer.model_used, answer.tokens_used
     return answer

@@ -37,17 +37,17 @@ for _, raw in ipairs(raw_events) do
     local field = event.model .. '|'
     local status = tonumber(event.status) or 200
     redis.call('HINCRBY', day_key, field .. 'requests', 1)
-    if status == 200 then
-      redis.call('HINCRBY', day_key, field .. 'prompt_tokens', event.prompt_tokens or 0)
-      redis.call('HINCRBY', day_key, field .. 'completion_tokens', event.completion_tokens or 0)
-      redis.call('HINCRBY', day_key, field .. 'total_tokens', event.total_tokens or 0)
-      redis.call('HINCRBYFLOAT', day_key, field .. 'cost', event.cost or 0)
-      if type(event.session_id) == 'string' then
-        add_session_usage(event)
-      end
-    else
+    -- A failed call may still have used tokens (a stream cut mid-answer): they count too.
+    redis.call('HINCRBY', day_key, field .. 'prompt_tokens', event.prompt_tokens or 0)
+    redis.call('HINCRBY', day_key, field .. 'completion_tokens', event.completion_tokens or 0)
+    redis.call('HINCRBY', day_key, field .. 'total_tokens', event.total_tokens or 0)
+    redis.call('HINCRBYFLOAT', day_key, field .. 'cost', event.cost or 0)
+    if status ~= 200 then
       redis.call('HINCRBY', day_key, field .. 'errors', 1)
       redis.call('HINCRBY', day_key, field .. 'errors:' .. status, 1)
+    end
+    if type(event.session_id) == 'string' then
+      add_session_usage(event)
     end
     -- Kept `retention` after the end of its day.
     redis.call('PEXPIREAT', day_key, event.at - (event.at % DAY_MS) + DAY_MS + retention)
