@@ -44,6 +44,7 @@ class PreparedTurn(msgspec.Struct, kw_only=True, frozen=True):
     """A validated turn, ready to be sent: everything but the answer."""
 
     session_id: str
+    turn_id: str  # one per turn: a commit retried or repeated for it applies once
     model: str
     system_prompt: str | None
     user: StoredMessage
@@ -91,6 +92,7 @@ class ChatService:
         payload = self._payload(request, extras, history, system_prompt, model, session_id, stream)
         return PreparedTurn(
             session_id=session_id,
+            turn_id=uuid.uuid4().hex,
             model=model,
             system_prompt=request.system_prompt,
             user=user,
@@ -200,7 +202,7 @@ class ChatService:
             Turn(
                 session_id=turn.session_id,
                 owner=caller.owner,
-                turn_id=uuid.uuid4().hex,
+                turn_id=turn.turn_id,
                 user=turn.user,
                 assistant=assistant,
                 title=title_of(turn.user.content),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
     from litestar.types import ExceptionHandlersMap
 
 logger = logging.getLogger("app.errors")
+
+_MISSING_FIELD = re.compile(r"required field `([^`]+)`")
 
 
 class AppError(Exception):
@@ -117,12 +120,32 @@ def _render(request: Request[Any, Any, Any], error: AppError) -> Response[ErrorB
     )
 
 
+def invalid_field(message: str, field: str | None) -> InvalidRequest:
+    """msgspec names a missing field only in its message (`... required field `x``)."""
+    missing = _MISSING_FIELD.search(message)
+    if missing:
+        field = missing.group(1)
+    if field is None:
+        return InvalidRequest(message)
+    return InvalidRequest(f"{field}: {message}", field=field)
+
+
+def from_msgspec(exc: msgspec.ValidationError) -> InvalidRequest:
+    """`Expected `int`, got `str` - at `$.max_tokens`` -> 400 naming `max_tokens`."""
+    message, _, path = str(exc).partition(" - at `$")
+    field = path.rstrip("`").lstrip(".") or None
+    return invalid_field(message, field)
+
+
 def _from_validation(exc: ValidationException) -> InvalidRequest:
     extra = exc.extra if isinstance(exc.extra, list) else []
     for item in extra:
         if isinstance(item, dict) and item.get("key"):
-            field = str(item["key"])
-            return InvalidRequest(f"{field}: {item.get('message', 'invalid value')}", field=field)
+            # Litestar names the whole body `data`: the real field is in the message.
+            key, message = str(item["key"]), str(item.get("message", "invalid value"))
+            if key == "data" and not _MISSING_FIELD.search(message):
+                return InvalidRequest(f"the request body must be a JSON object: {message}")
+            return invalid_field(message, None if key == "data" else key)
     detail = str(exc.detail)
     if detail.startswith("Validation failed"):
         detail = "the request body is not valid JSON"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import itertools
 import random
 import time
 from typing import TYPE_CHECKING, Any
@@ -13,10 +14,10 @@ import msgspec
 
 from app.errors import UpstreamError
 from app.schemas import Usage
-from app.sse import sse_data
+from app.sse import sse_batches
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Callable, Sequence
 
 # Statuses worth another attempt: nothing was generated, so nothing is billed twice.
 RETRY_STATUSES = frozenset({408, 502, 503})
@@ -222,11 +223,16 @@ def parse_completion(body: bytes, *, requested_model: str, key: str) -> tuple[_C
 
 
 class OpenRouterClient:
-    """Calls OpenRouter with the caller's key; retries only what cannot have been billed."""
+    """Calls OpenRouter with the caller's key; retries only what cannot have been billed.
+
+    `http` is a set of clients used in turn. httpcore's pool scans every connection it holds,
+    with a readability poll per idle one, on each request and release: cheap for a few dozen
+    connections, the main cost of a stream at a few hundred. Small pools keep scans short.
+    """
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: Sequence[httpx.AsyncClient],
         *,
         retries: int,
         timeout_seconds: float,
@@ -235,6 +241,7 @@ class OpenRouterClient:
         jitter: Callable[[], float] = random.random,
     ) -> None:
         self._http = http
+        self._next = itertools.cycle(range(len(http)))
         self._retries = retries
         self._timeout = timeout_seconds
         self._jitter = jitter
@@ -247,6 +254,9 @@ class OpenRouterClient:
             )
             if value
         }
+
+    def _client(self) -> httpx.AsyncClient:
+        return self._http[next(self._next)]
 
     def _headers(self, key: str, accept: str) -> dict[str, str]:
         return {
@@ -270,13 +280,14 @@ class OpenRouterClient:
         With `stream=True` a 200 response is returned open: its body has not been read.
         """
         accept = "text/event-stream" if stream else "application/json"
-        request = self._http.build_request(
+        http = self._client()
+        request = http.build_request(
             "POST", "chat/completions", content=payload, headers=self._headers(key, accept)
         )
         attempt = 0
         while True:
             try:
-                response = await self._http.send(request, stream=True)
+                response = await http.send(request, stream=True)
             except (httpx.ConnectError, httpx.ConnectTimeout):
                 if attempt >= self._retries:
                     raise UpstreamError(
@@ -358,7 +369,9 @@ class OpenRouterClient:
         """OpenRouter's model list, as the bytes it sent (checked to hold a `data` list)."""
         try:
             async with asyncio.timeout(self._timeout):
-                response = await self._http.get("models", headers={"Accept": "application/json"})
+                response = await self._client().get(
+                    "models", headers={"Accept": "application/json"}
+                )
         except (TimeoutError, httpx.TimeoutException):
             raise UpstreamError(504, "upstream_timeout", "OpenRouter did not answer") from None
         except httpx.TransportError:
@@ -377,7 +390,7 @@ class OpenRouterClient:
 
 
 class UpstreamStream:
-    """An open OpenRouter stream: its chunks in order, `[DONE]` excluded, until it ends."""
+    """An open OpenRouter stream."""
 
     def __init__(self, response: httpx.Response, *, key: str, started: float) -> None:
         self._response = response
@@ -386,19 +399,28 @@ class UpstreamStream:
         self.generation_id = response.headers.get("x-generation-id")
         self.saw_done = False
 
-    async def chunks(self) -> AsyncIterator[StreamChunk]:
-        """Decoded events. Transport failures and timeouts surface as `UpstreamError`."""
+    async def batches(self) -> AsyncIterator[list[StreamChunk]]:
+        """Decoded events, grouped by the network read that brought them, up to `[DONE]`.
+
+        Transport failures and timeouts surface as `UpstreamError`.
+        """
         try:
-            async for data in sse_data(self._response.aiter_raw()):
-                if data == DONE:
-                    self.saw_done = True
-                    return
-                try:
-                    yield _chunk_decoder.decode(data)
-                except (msgspec.DecodeError, msgspec.ValidationError):
-                    raise UpstreamError(
-                        502, "upstream_error", "OpenRouter sent a stream event that is not JSON"
-                    ) from None
+            async for events in sse_batches(self._response.aiter_raw()):
+                if self.saw_done:
+                    continue  # read to the end, so the connection goes back to the pool
+                batch: list[StreamChunk] = []
+                for data in events:
+                    if data == DONE:
+                        self.saw_done = True
+                        break
+                    try:
+                        batch.append(_chunk_decoder.decode(data))
+                    except (msgspec.DecodeError, msgspec.ValidationError):
+                        raise UpstreamError(
+                            502, "upstream_error", "OpenRouter sent a stream event that is not JSON"
+                        ) from None
+                if batch:
+                    yield batch
         except httpx.TimeoutException:
             raise UpstreamError(
                 504, "upstream_timeout", "OpenRouter stopped sending in the middle of the answer"

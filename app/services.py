@@ -46,7 +46,17 @@ class Services:
         self.secret = settings.session_secret.encode()
 
 
-def create_http_client(settings: Settings) -> httpx.AsyncClient:
+# Connections per upstream client; see OpenRouterClient for why they are many small pools.
+CONNECTIONS_PER_CLIENT = 32
+
+
+def create_http_clients(settings: Settings) -> list[httpx.AsyncClient]:
+    count = max(1, settings.upstream_max_connections // CONNECTIONS_PER_CLIENT)
+    per_client = -(-settings.upstream_max_connections // count)
+    return [create_http_client(settings, per_client) for _ in range(count)]
+
+
+def create_http_client(settings: Settings, max_connections: int) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         base_url=settings.openrouter_base_url.rstrip("/") + "/",
         timeout=httpx.Timeout(
@@ -55,8 +65,8 @@ def create_http_client(settings: Settings) -> httpx.AsyncClient:
             pool=settings.upstream_connect_timeout_seconds,
         ),
         limits=httpx.Limits(
-            max_connections=settings.upstream_max_connections,
-            max_keepalive_connections=settings.upstream_max_connections,
+            max_connections=max_connections,
+            max_keepalive_connections=max_connections,
             keepalive_expiry=30,
         ),
         # Our requests carry the caller's key: never follow a redirect elsewhere with it.
@@ -74,7 +84,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         max_connections=settings.redis_max_connections,
     )
     try:
-        http = create_http_client(settings)
+        http = create_http_clients(settings)
         try:
             upstream = OpenRouterClient(
                 http,
@@ -94,7 +104,8 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 catalog=ModelCatalog(redis, upstream, fresh_seconds=settings.models_cache_seconds),
             )
         finally:
-            await http.aclose()
+            for client in reversed(http):
+                await client.aclose()
     finally:
         await redis.aclose()
 

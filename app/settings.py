@@ -55,7 +55,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, rename="upper"):
     models_cache_seconds: Annotated[int, Meta(ge=0)] = 300
 
     # Redis.
-    redis_timeout_seconds: PositiveFloat = 0.8
+    redis_timeout_seconds: PositiveFloat = 0.5
     redis_max_connections: PositiveInt = 128
 
     # Web.
@@ -67,7 +67,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, rename="upper"):
     metrics_retention_days: PositiveInt = 30
     prune_interval_seconds: Annotated[int, Meta(ge=1, le=3600)] = 60
     max_sessions: PositiveInt | None = None
-    admin_token: str = ""
+    admin_token: Annotated[str, Meta(pattern=r"^(|.{16,})$")] = ""
 
     @property
     def session_ttl_ms(self) -> int:

@@ -10,12 +10,14 @@ if TYPE_CHECKING:
 KEEPALIVE = b": keep-alive\n\n"
 
 
-async def sse_data(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
-    """The `data` of each event in a byte stream, per the SSE spec.
+async def sse_batches(chunks: AsyncIterable[bytes]) -> AsyncIterator[list[bytes]]:
+    """The `data` of the events each network read completes, per the SSE spec.
 
+    Events come in batches so that a relay can forward what one read brought in one write.
     Comment lines (OpenRouter's `: OPENROUTER PROCESSING` keep-alives) and fields other than
     `data` are skipped; several `data:` lines of one event are joined with newlines; an event
-    is dispatched at a blank line. Lines may end in LF, CRLF or CR.
+    is dispatched at a blank line. Lines may end in LF, CRLF or CR. An event cut off before its
+    blank line is incomplete: per the spec it is not dispatched.
     """
     buffer = b""
     data: list[bytes] = []
@@ -26,16 +28,31 @@ async def sse_data(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
             head, tail = (buffer[:-1], b"\r") if buffer.endswith(b"\r") else (buffer, b"")
             buffer = head.replace(b"\r\n", b"\n").replace(b"\r", b"\n") + tail
         *lines, buffer = buffer.split(b"\n")
-        for line in lines:
-            if not line:
-                if data:
-                    yield b"\n".join(data)
-                    data = []
-            elif line.startswith(b"data:"):
-                value = line[5:]
-                data.append(value[1:] if value.startswith(b" ") else value)
-            # Comments (":...") and other fields (event:, id:, retry:) carry nothing we use.
-    # An event cut off before its blank line is incomplete: per the spec it is not dispatched.
+        events = _dispatch(lines, data)
+        if events:
+            yield events
+    if buffer == b"\r":
+        # The stream ended on a lone CR: it was a whole line end after all.
+        events = _dispatch([b""], data)
+        if events:
+            yield events
+
+
+def _dispatch(lines: list[bytes], data: list[bytes]) -> list[bytes]:
+    """Feed complete lines; returns the events they complete. `data` carries over."""
+    events: list[bytes] = []
+    for line in lines:
+        if not line:
+            payload = b"\n".join(data)
+            # Per the spec, an event whose data is empty is not dispatched.
+            if payload:
+                events.append(payload)
+            data.clear()
+        elif line.startswith(b"data:"):
+            value = line[5:]
+            data.append(value[1:] if value.startswith(b" ") else value)
+        # Comments (":...") and other fields (event:, id:, retry:) carry nothing we use.
+    return events
 
 
 def frame(payload: bytes) -> bytes:

@@ -27,7 +27,8 @@ def create_redis(url: str, *, timeout_seconds: float, max_connections: int) -> R
         socket_timeout=timeout_seconds,
         socket_connect_timeout=timeout_seconds,
         socket_keepalive=True,
-        health_check_interval=30,
+        # No health_check_interval: redis-py 5.3 re-runs its health-check PING inside the retry
+        # of a connect, so a frozen Redis would hang the call instead of failing it.
         retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), retries=1),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
         decode_responses=False,

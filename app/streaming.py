@@ -14,6 +14,7 @@ answer would only confuse the next turn.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -30,7 +31,7 @@ from app.sse import KEEPALIVE, frame
 
 if TYPE_CHECKING:
     from litestar import Litestar, Request
-    from litestar.types import HTTPResponseBodyEvent, Receive, Send
+    from litestar.types import Receive, Send
 
     from app.auth import Caller
     from app.chat import ChatService, PreparedTurn
@@ -106,7 +107,12 @@ async def _disconnected(receive: Receive) -> None:
 
 
 class StreamRelay:
-    """Relays one upstream stream to one client, then commits the turn."""
+    """Relays one upstream stream to one client, then commits the turn.
+
+    Three tasks per stream, none per chunk: the relay itself, a watcher for the client hanging
+    up, and a keep-alive timer. A keep-alive counts from our last byte, not upstream's: a model
+    that streams only reasoning sends events but gives the client nothing.
+    """
 
     def __init__(
         self,
@@ -125,57 +131,63 @@ class StreamRelay:
         self._keepalive = keepalive_seconds
         self._log = log
         self._received = _Received(turn.model, upstream.generation_id)
+        self._last_sent = 0.0
+        # Set while the turn is being written: a hang-up then must not cut the write short.
+        self._committing = False
 
     async def run(self, send: Send, receive: Receive) -> None:
+        self._last_sent = asyncio.get_running_loop().time()
+        relay = asyncio.ensure_future(self._relay(send))
         disconnect = asyncio.ensure_future(_disconnected(receive))
+        keepalive = asyncio.ensure_future(self._keepalives(send))
         try:
-            await self._relay(send, disconnect)
+            done, _ = await asyncio.wait((relay, disconnect), return_when=asyncio.FIRST_COMPLETED)
+            if relay in done or self._committing:
+                await relay
+            else:
+                relay.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await relay
+                await self._interrupted()
         finally:
+            keepalive.cancel()
             disconnect.cancel()
+            relay.cancel()
             await self._upstream.aclose()
             self._log.session_id = self._turn.session_id
             self._log.model = self._received.model
             self._log.tokens = self._received.usage.total_tokens
 
-    async def _relay(self, send: Send, disconnect: asyncio.Future[None]) -> None:
+    async def _send(self, send: Send, data: bytes) -> None:
+        await send({"type": "http.response.body", "body": data, "more_body": True})
+        self._last_sent = asyncio.get_running_loop().time()
+
+    async def _keepalives(self, send: Send) -> None:
         loop = asyncio.get_running_loop()
-        chunks = aiter(self._upstream.chunks())
-        pending: asyncio.Future[StreamChunk] = asyncio.ensure_future(anext(chunks))
-        last_sent = loop.time()
+        while True:
+            await asyncio.sleep(max(self._last_sent + self._keepalive - loop.time(), 0.0))
+            if loop.time() - self._last_sent >= self._keepalive:
+                await self._send(send, KEEPALIVE)
+
+    async def _relay(self, send: Send) -> None:
         try:
-            while True:
-                # Keep-alives count from our last byte, not upstream's: a model that streams
-                # only reasoning sends events but gives the client nothing.
-                wait = max(self._keepalive - (loop.time() - last_sent), 0.0)
-                done, _ = await asyncio.wait(
-                    (pending, disconnect), timeout=wait, return_when=asyncio.FIRST_COMPLETED
-                )
-                if disconnect in done:
-                    await self._interrupted()
-                    return
-                if not done:
-                    await send(_body(KEEPALIVE))
-                    last_sent = loop.time()
-                    continue
-                try:
-                    chunk = pending.result()
-                except StopAsyncIteration:
-                    break
-                except UpstreamError as exc:
-                    await self._failed(send, exc)
-                    return
-                error = chunk.error or chunk.choice_error
-                if error is not None or chunk.finish_reason == "error":
-                    self._received.add(chunk)
-                    await self._failed(send, self._upstream.error(error or PROVIDER_FAILED))
-                    return
-                pending = asyncio.ensure_future(anext(chunks))
-                text = self._received.add(chunk)
-                if text:
-                    await send(_body(delta_event(text)))
-                    last_sent = loop.time()
-        finally:
-            pending.cancel()
+            async for batch in self._upstream.batches():
+                out: list[bytes] = []
+                for chunk in batch:
+                    text = self._received.add(chunk)
+                    error = chunk.error or chunk.choice_error
+                    if error is not None or chunk.finish_reason == "error":
+                        if out:
+                            await self._send(send, b"".join(out))
+                        await self._failed(send, self._upstream.error(error or PROVIDER_FAILED))
+                        return
+                    if text:
+                        out.append(delta_event(text))
+                if out:
+                    await self._send(send, b"".join(out))
+        except UpstreamError as exc:
+            await self._failed(send, exc)
+            return
         await self._finished(send)
 
     async def _finished(self, send: Send) -> None:
@@ -190,22 +202,24 @@ class StreamRelay:
                 ),
             )
             return
+        self._committing = True
         try:
             answer = await self._chat.commit(
                 self._caller, self._turn, self._received.completion(self._upstream.started)
             )
         except RedisError:
             logger.warning("could not save a streamed turn: redis unavailable")
-            await send(_body(self._error_event(StorageUnavailable())))
+            await self._send(send, self._error_event(StorageUnavailable()))
             return
         done = DoneEvent(**msgspec.structs.asdict(answer))
-        await send(_body(frame(_encoder.encode(done))))
+        await self._send(send, frame(_encoder.encode(done)))
 
     async def _failed(self, send: Send, error: AppError) -> None:
         """The client gets the error event; text already produced is saved, marked."""
         status = error.upstream_status if isinstance(error, UpstreamError) else None
+        self._committing = True
         await self._save_partial(error=error.message, status=status or error.status)
-        await send(_body(self._error_event(error)))
+        await self._send(send, self._error_event(error))
 
     async def _interrupted(self) -> None:
         """The client hung up: stop the upstream now, keep what was said."""
@@ -235,10 +249,6 @@ class StreamRelay:
 
     def _error_event(self, error: AppError) -> bytes:
         return frame(_encoder.encode(ErrorEvent(error=error.detail(self._log.request_id))))
-
-
-def _body(data: bytes) -> HTTPResponseBodyEvent:
-    return {"type": "http.response.body", "body": data, "more_body": True}
 
 
 class _EventStreamASGI(ASGIResponse):

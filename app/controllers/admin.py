@@ -24,6 +24,12 @@ if TYPE_CHECKING:
     from litestar.connection import ASGIConnection
     from litestar.handlers import BaseRouteHandler
 
+ADMIN = {
+    400: docs.INVALID,
+    401: docs.error("Missing or wrong admin token."),
+    503: docs.STORAGE,
+}
+
 Days = Annotated[int, Parameter(ge=1, le=366, description="How many days, today first.")]
 
 
@@ -41,16 +47,19 @@ class AdminController(Controller):
     tags = ["admin"]  # noqa: RUF012
     guards = [admin_guard]  # noqa: RUF012
     security = [{"AdminToken": []}]  # noqa: RUF012
-    responses = {401: docs.error("Missing or wrong admin token."), 503: docs.STORAGE}  # noqa: RUF012
 
-    @get("/sessions", summary="List every session")
+    @get("/sessions", summary="List every session", responses=ADMIN)
     async def list_sessions(
         self, store: SessionStore, limit: Limit = 20, offset: Offset = 0
     ) -> AdminSessionPage:
         """All sessions by last activity, most recent first, with their owner ids."""
         return await store.page_all(limit=limit, offset=offset)
 
-    @get("/sessions/{session_id:str}", summary="Read any session", responses={404: docs.NOT_FOUND})
+    @get(
+        "/sessions/{session_id:str}",
+        summary="Read any session",
+        responses={**ADMIN, 404: docs.NOT_FOUND},
+    )
     async def get_session(
         self, session_id: SessionIdPath, store: SessionStore
     ) -> AdminSessionDetail:
@@ -61,13 +70,13 @@ class AdminController(Controller):
         "/sessions/{session_id:str}",
         summary="Delete any session",
         status_code=204,
-        responses={404: docs.NOT_FOUND},
+        responses={**ADMIN, 404: docs.NOT_FOUND},
     )
     async def delete_session(self, session_id: SessionIdPath, store: SessionStore) -> None:
         """Remove the session, every key it owns and its index entries."""
         await store.delete_any(session_id)
 
-    @get("/stats", summary="Global usage metrics")
+    @get("/stats", summary="Global usage metrics", responses=ADMIN)
     async def stats(self, services: Services, days: Days = 7) -> Stats:
         """Calls, errors by status, tokens and cost per UTC day and model (kept for
         `METRICS_RETENTION_DAYS`), the session count, the usage backlog and the worker's state."""

@@ -13,9 +13,21 @@ from app.auth import Caller
 from app.chat import ChatService
 from app.context import request_log
 from app.controllers import responses
+from app.errors import InvalidRequest, from_msgspec
 from app.schemas import ChatRequest, ChatResponse
 from app.services import Services
 from app.streaming import EventStream, StreamRelay
+
+
+def parse_chat_body(body: bytes) -> tuple[ChatRequest, dict[str, Any]]:
+    """The request, typed strictly, and the raw fields (the extras go upstream as sent)."""
+    raw = msgspec.json.decode(body)
+    if not isinstance(raw, dict):
+        raise InvalidRequest("the request body must be a JSON object")
+    try:
+        return msgspec.convert(raw, ChatRequest), raw
+    except msgspec.ValidationError as exc:
+        raise from_msgspec(exc) from None
 
 
 @dataclass
@@ -85,7 +97,8 @@ async def chat(
     """
     log = request_log(request.scope)
     log.session_id = data.session_id
-    extras: dict[str, Any] = msgspec.json.decode(await request.body())
+    # Litestar's conversion of `data` is lenient ("10" would pass as 10): read it again, strictly.
+    data, extras = parse_chat_body(await request.body())
     if data.stream:
         turn, upstream = await chat.open_stream(caller, data, extras)
         return EventStream(

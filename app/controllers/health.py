@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from litestar import Response, get
+from litestar.openapi import ResponseSpec
 from redis.exceptions import RedisError
 
 from app import __version__, keys
@@ -13,7 +14,18 @@ from app.services import Services
 from app.worker_state import worker_state
 
 
-@get("/health", summary="Is this replica ready?", tags=["health"])
+@get(
+    "/health",
+    summary="Is this replica ready?",
+    tags=["health"],
+    responses={
+        503: ResponseSpec(
+            data_container=Health,
+            description="Redis is unreachable: this replica cannot serve.",
+            generate_examples=False,
+        )
+    },
+)
 async def health(services: Services) -> Response[Health]:
     """200 when Redis answers, 503 with the reason when it does not.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from litestar import MediaType, Request, Response, get
 from litestar.openapi import ResponseSpec
 
@@ -12,11 +13,24 @@ from app.controllers import responses
 from app.services import Services
 
 
+class ModelListDoc(msgspec.Struct):
+    """OpenRouter's `GET /models` body: `data` holds one object per model (id, name, pricing,
+    context_length, architecture, ...), exactly as OpenRouter documents it."""
+
+    data: list[dict[str, Any]]
+
+
 @get(
     "/models",
     summary="List the models OpenRouter offers",
     tags=["models"],
     responses={
+        # The body is passed on as bytes; this documents what those bytes are.
+        200: ResponseSpec(
+            data_container=ModelListDoc,
+            description="OpenRouter's model list, as it sent it.",
+            generate_examples=False,
+        ),
         304: ResponseSpec(data_container=None, description="The list has not changed (ETag)."),
         502: responses.error("OpenRouter failed and no copy is cached."),
         503: responses.STORAGE,

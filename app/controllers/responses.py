@@ -16,3 +16,5 @@ UNAUTHORIZED = error("No OpenRouter key, or a malformed `Authorization` header."
 NOT_FOUND = error("No such session for this key.")
 STORAGE = error("Redis is unreachable (`storage_unavailable`), or OpenRouter is (`upstream_*`).")
 SECURITY: list[dict[str, list[str]]] = [{"OpenRouterKey": []}]
+# What every keyed route may answer besides its own outcomes.
+COMMON = {400: INVALID, 401: UNAUTHORIZED, 503: STORAGE}

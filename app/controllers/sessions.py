@@ -17,23 +17,29 @@ SessionIdPath = Annotated[
     str, Parameter(pattern=SESSION_ID_PATTERN, description="The session id.", max_length=64)
 ]
 Limit = Annotated[int, Parameter(ge=1, le=100, description="Sessions per page.")]
-Offset = Annotated[int, Parameter(ge=0, description="Sessions to skip.")]
+# schema_extra: Litestar leaves a falsy bound (0) out of the OpenAPI document.
+Offset = Annotated[
+    int, Parameter(ge=0, description="Sessions to skip.", schema_extra={"minimum": 0})
+]
 
 
 class SessionController(Controller):
     path = "/sessions"
     tags = ["sessions"]  # noqa: RUF012
     security = docs.SECURITY
-    responses = {400: docs.INVALID, 401: docs.UNAUTHORIZED, 503: docs.STORAGE}  # noqa: RUF012
 
-    @get("/", summary="List your sessions")
+    @get("/", summary="List your sessions", responses=docs.COMMON)
     async def list_sessions(
         self, caller: Caller, store: SessionStore, limit: Limit = 20, offset: Offset = 0
     ) -> SessionPage:
         """The sessions of the calling key, most recent activity first."""
         return await store.page(caller.owner, limit=limit, offset=offset)
 
-    @get("/{session_id:str}", summary="Read a session", responses={404: docs.NOT_FOUND})
+    @get(
+        "/{session_id:str}",
+        summary="Read a session",
+        responses={**docs.COMMON, 404: docs.NOT_FOUND},
+    )
     async def get_session(
         self,
         request: Request[Any, Any, Any],
@@ -49,7 +55,7 @@ class SessionController(Controller):
         "/{session_id:str}",
         summary="Delete a session",
         status_code=204,
-        responses={404: docs.NOT_FOUND},
+        responses={**docs.COMMON, 404: docs.NOT_FOUND},
     )
     async def delete_session(
         self,

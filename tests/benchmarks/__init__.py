@@ -1,0 +1,1 @@
+"""Benchmarks: they print numbers and assert nothing about speed. `pytest -m benchmark -s`."""

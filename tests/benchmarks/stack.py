@@ -1,0 +1,80 @@
+"""The processes a benchmark measures: Redis, the stand-in and the API, each its own process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+import msgspec
+
+from tests.standin import StandinControl
+from tests.support.processes import ROOT, WebProcess, process_env
+from tests.support.redis_server import RedisServer, free_port
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+
+class Stack(msgspec.Struct):
+    api: WebProcess
+    standin_port: int
+    control: StandinControl
+    redis_url: str
+
+    @property
+    def api_port(self) -> int:
+        return int(self.api.url.rsplit(":", 1)[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc), for cost per operation."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def uvicorn_pid(web: WebProcess) -> int:
+    """The API's process id: `sh -c exec uvicorn ...` keeps the pid of the shell."""
+    return web.pid
+
+
+@contextmanager
+def running_stack(**env: str) -> Iterator[Stack]:
+    port = free_port()
+    standin = subprocess.Popen(
+        [sys.executable, "-m", "tests.standin", "--port", str(port), "--max-records", "1000"],
+        cwd=ROOT,
+        env=process_env({}),
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/_standin/stats", timeout=1)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or standin.poll() is not None:
+                    raise
+                time.sleep(0.05)
+        with RedisServer() as redis:
+            settings = {
+                "APP_ENV": "production",
+                "SESSION_SECRET": "benchmark-" + "s" * 40,
+                "REDIS_URL": redis.url,
+                "OPENROUTER_BASE_URL": f"http://127.0.0.1:{port}/api/v1",
+                "LOG_LEVEL": "INFO",
+                **env,
+            }
+            with (
+                WebProcess(settings, free_port()) as api,
+                StandinControl(f"http://127.0.0.1:{port}") as control,
+            ):
+                yield Stack(api=api, standin_port=port, control=control, redis_url=redis.url)
+    finally:
+        standin.terminate()
+        standin.wait(timeout=10)

@@ -1,0 +1,107 @@
+"""Streaming through the backend against the stand-in called directly, many streams at once.
+
+Prints time to first byte and to the first text event, both ways, and the backend's CPU time
+per relayed chunk. Target: the backend adds under 2 ms to time to first byte at 100 concurrent
+streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+
+import msgspec
+import pytest
+
+from tests.benchmarks.client import StreamTiming, post_stream
+from tests.benchmarks.stack import Stack, cpu_seconds, running_stack
+
+pytestmark = pytest.mark.benchmark
+
+CONCURRENCY = 100
+SECONDS = 8.0  # of steady load per run
+WORDS = 40  # the stand-in echoes them: one chunk per word
+# Paced like a fast model: a first token after 50 ms, then 50 chunks a second.
+STEP = {"first_token_delay": 0.05, "chunk_delay": 0.02, "keepalives": 2}
+STREAM_SECONDS = 0.05 + 0.02 * (WORDS + 2)
+KEY = "sk-or-v1-" + "b" * 64
+MESSAGE = " ".join(f"w{i}" for i in range(WORDS))
+
+
+async def _load(port: int, path: str, body: bytes) -> list[StreamTiming]:
+    """CONCURRENCY streams open at all times: each client opens the next when one ends.
+
+    Start times are spread over one stream's length, as arrivals are in steady traffic; a
+    burst of 100 at the same instant would measure queueing, not the cost of one stream.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + SECONDS
+
+    async def client(index: int) -> list[StreamTiming]:
+        await asyncio.sleep(STREAM_SECONDS * index / CONCURRENCY)
+        timings = []
+        while loop.time() < deadline:
+            timings.append(await post_stream("127.0.0.1", port, path, body, KEY))
+        return timings
+
+    per_client = await asyncio.gather(*(client(i) for i in range(CONCURRENCY)))
+    return [timing for timings in per_client for timing in timings]
+
+
+def _percentiles(values: list[float]) -> str:
+    q = statistics.quantiles(values, n=100)
+    return f"p50 {q[49]:7.2f}  p90 {q[89]:7.2f}  p99 {q[98]:7.2f}"
+
+
+def _run(stack: Stack, *, direct: bool) -> tuple[list[StreamTiming], float]:
+    # More steps than streams can run in the time; the rest are dropped by the next reset.
+    stack.control.reset()
+    stack.control.script(KEY, *([STEP] * int(CONCURRENCY * SECONDS / STREAM_SECONDS * 1.5)))
+    if direct:
+        body = msgspec.json.encode(
+            {
+                "model": "openai/gpt-4o",
+                "stream": True,
+                "messages": [{"role": "user", "content": MESSAGE}],
+            }
+        )
+        port, path = stack.standin_port, "/api/v1/chat/completions"
+    else:
+        body = msgspec.json.encode({"message": MESSAGE, "model": "openai/gpt-4o", "stream": True})
+        port, path = stack.api_port, "/chat"
+    cpu_before = cpu_seconds(stack.api.pid)
+    timings = asyncio.run(_load(port, path, body))
+    cpu = cpu_seconds(stack.api.pid) - cpu_before
+    assert all(t.status == 200 for t in timings), {t.status for t in timings}
+    return timings, cpu
+
+
+def test_streaming_overhead() -> None:
+    with running_stack() as stack:
+        _run(stack, direct=False)  # warm both paths: connections, scripts, caches
+        direct, _ = _run(stack, direct=True)
+        backend, cpu = _run(stack, direct=False)
+    chunks = sum(t.chunks for t in backend)
+    assert all(t.chunks == WORDS + 2 for t in [*direct, *backend])
+    ttfb_direct = [t.first_byte_ms for t in direct]
+    ttfb_backend = [t.first_byte_ms for t in backend]
+    token_direct = [t.first_token_ms for t in direct]
+    token_backend = [t.first_token_ms for t in backend]
+    print(
+        f"\nstreaming: {CONCURRENCY} concurrent streams for {SECONDS:g} s, {WORDS + 2} chunks "
+        f"each; {len(direct)} direct and {len(backend)} through the backend (ms)"
+    )
+    print(f"  first byte,  direct   {_percentiles(ttfb_direct)}")
+    print(f"  first byte,  backend  {_percentiles(ttfb_backend)}")
+    print(f"  first token, direct   {_percentiles(token_direct)}")
+    print(f"  first token, backend  {_percentiles(token_backend)}")
+    added_byte = statistics.median(ttfb_backend) - statistics.median(ttfb_direct)
+    added_token = statistics.median(token_backend) - statistics.median(token_direct)
+    print(
+        f"  added by the backend (medians): first byte {added_byte:.2f} ms, "
+        f"first token {added_token:.2f} ms"
+    )
+    print(
+        f"  backend CPU: {cpu * 1e6 / chunks:.1f} us per relayed chunk "
+        f"({cpu * 1000 / len(backend):.2f} ms per stream, turn commit included)"
+    )
