@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from typing import Any, ClassVar
 
 from arq import cron
 from arq.connections import RedisSettings
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.settings import load_settings
-from workers.tasks import MAX_TRIES, drain_usage, heartbeat, prune_sessions, shutdown, startup
+from workers.tasks import drain_usage, heartbeat, prune_sessions, shutdown, startup
 
+logger = logging.getLogger("workers.settings")
 settings = load_settings()
 
 
@@ -23,8 +30,34 @@ def every(seconds: int) -> tuple[set[int], set[int] | None]:
 prune_second, prune_minute = every(settings.prune_interval_seconds)
 
 
+class LoggedBackoff(ExponentialBackoff):
+    """arq's Redis backoff, saying in the log that Redis is away while it waits."""
+
+    def compute(self, failures: int) -> float:
+        delay = super().compute(failures)
+        if failures == 1 or failures % 12 == 0:
+            logger.warning(
+                "redis unreachable; the worker waits for it",
+                extra={"fields": {"failures": failures, "retry_in_s": round(delay, 2)}},
+            )
+        return delay
+
+
+def arq_redis_settings(url: str) -> RedisSettings:
+    """arq's connection, retrying without end through a Redis outage (capped backoff), so
+    the worker waits for Redis to return instead of exiting."""
+    return dataclasses.replace(
+        RedisSettings.from_dsn(url),
+        conn_timeout=5,
+        conn_retries=60,
+        retry=Retry(LoggedBackoff(cap=5.0, base=0.2), retries=-1),
+        # OSError too: redis-py retries a connect only for the errors listed here.
+        retry_on_error=[RedisConnectionError, RedisTimeoutError, OSError],
+    )
+
+
 class WorkerSettings:
-    redis_settings = RedisSettings.from_dsn(settings.redis_url)
+    redis_settings = arq_redis_settings(settings.redis_url)
     functions: ClassVar[list[Any]] = []
     cron_jobs: ClassVar[list[Any]] = [
         # unique: one worker per tick runs it, however many are up; the kept result is what
@@ -34,7 +67,6 @@ class WorkerSettings:
             second=set(range(60)),
             unique=True,
             run_at_startup=True,
-            max_tries=MAX_TRIES,
             keep_result=30,
             timeout=60,
         ),
@@ -44,7 +76,6 @@ class WorkerSettings:
             minute=prune_minute,
             unique=True,
             run_at_startup=True,
-            max_tries=MAX_TRIES,
             keep_result=max(settings.prune_interval_seconds * 2, 30),
             timeout=300,
         ),

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from arq import Retry
 from redis.exceptions import RedisError
 
 from app import keys
@@ -18,7 +18,12 @@ from app.storage import create_redis
 from workers.metrics import UsageDrain
 from workers.pruning import Pruner
 
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
 logger = logging.getLogger("workers.tasks")
+
+T = TypeVar("T")
 
 HEARTBEAT_TTL_SECONDS = 120
 MAX_TRIES = 4
@@ -41,6 +46,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["pruner"] = Pruner(
         redis, ttl_ms=settings.session_ttl_ms, max_sessions=settings.max_sessions
     )
+    ctx["running"] = {}
     await heartbeat(ctx)
     logger.info(
         "worker started",
@@ -54,34 +60,42 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         await redis.aclose()
 
 
-def _retry_or_give_up(ctx: dict[str, Any], job: str, exc: Exception) -> Retry:
-    """Redis hiccups are retried with backoff; the last failure is logged with its reason."""
-    job_try = int(ctx.get("job_try", 1))
-    fields = {"job": job, "try": job_try, "error": f"{type(exc).__name__}: {exc}"}
-    if job_try >= MAX_TRIES:
-        logger.error("job failed for good", extra={"fields": fields})
-        raise exc
-    logger.warning("job failed; retrying", extra={"fields": fields})
-    return Retry(defer=min(0.5 * 2**job_try, 10.0))
+async def _with_retries(ctx: dict[str, Any], job: str, run: Callable[[], Awaitable[T]]) -> T | None:
+    """Run a cron job, retrying Redis failures with backoff; the last one is logged with its
+    reason, and the next tick tries afresh.
+
+    Retries happen here rather than through arq's `Retry`: arq holds a retried cron job for a
+    minute. While a run is retrying, later ticks of the same job on this worker are skipped.
+    """
+    running: dict[str, asyncio.Lock] = ctx["running"]
+    lock = running.setdefault(job, asyncio.Lock())
+    if lock.locked():
+        return None
+    async with lock:
+        for attempt in range(1, MAX_TRIES + 1):
+            try:
+                return await run()
+            except RedisError as exc:
+                fields = {"job": job, "try": attempt, "error": f"{type(exc).__name__}: {exc}"}
+                if attempt == MAX_TRIES:
+                    logger.error("job failed for good", extra={"fields": fields})
+                    return None
+                logger.warning("job failed; retrying", extra={"fields": fields})
+                await asyncio.sleep(min(0.5 * 2**attempt, 10.0))
+    return None
 
 
 async def drain_usage(ctx: dict[str, Any]) -> int:
     """Apply the usage of committed turns and failed calls to the metrics."""
     drain: UsageDrain = ctx["drain"]
-    try:
-        return await drain.run()
-    except RedisError as exc:
-        raise _retry_or_give_up(ctx, "drain_usage", exc) from exc
+    return await _with_retries(ctx, "drain_usage", drain.run) or 0
 
 
 async def prune_sessions(ctx: dict[str, Any]) -> dict[str, Any]:
     """Remove idle sessions and stale index entries; evict beyond MAX_SESSIONS."""
     pruner: Pruner = ctx["pruner"]
-    try:
-        report = await pruner.run()
-    except RedisError as exc:
-        raise _retry_or_give_up(ctx, "prune_sessions", exc) from exc
-    return {"idle": report.idle, "evicted": report.evicted}
+    report = await _with_retries(ctx, "prune_sessions", pruner.run)
+    return {} if report is None else {"idle": report.idle, "evicted": report.evicted}
 
 
 async def heartbeat(ctx: dict[str, Any]) -> None:
