@@ -12,13 +12,13 @@ import msgspec
 
 from app.errors import InvalidRequest, UpstreamError
 from app.schemas import ChatRequest, ChatResponse, StoredMessage
-from app.sessions import HistoryMessage, Turn
+from app.sessions import History, HistoryMessage, Turn
 from app.usage import UsageEvent, UsageInbox, usage_event_encoder
 
 if TYPE_CHECKING:
     from app.auth import Caller
     from app.openrouter import Completion, OpenRouterClient, UpstreamStream
-    from app.sessions import History, SessionStore
+    from app.sessions import SessionStore
     from app.settings import Settings
 
 logger = logging.getLogger("app.chat")
@@ -28,6 +28,7 @@ OWN_FIELDS = frozenset(ChatRequest.__struct_fields__) | {"messages", "prompt", "
 TITLE_CHARS = 80
 
 _payload_encoder = msgspec.json.Encoder()
+EMPTY_HISTORY = History(system_prompt=None, messages=[])
 
 
 def new_session_id() -> str:
@@ -84,8 +85,12 @@ class ChatService:
     ) -> PreparedTurn:
         """Validate, read the history (one round trip) and build the upstream request."""
         self._check_limits(request)
-        session_id = request.session_id or new_session_id()
-        history = await self._store.load_history(session_id, caller.owner)
+        if request.session_id is None:
+            # A fresh random id has no history: no need to ask Redis.
+            session_id, history = new_session_id(), EMPTY_HISTORY
+        else:
+            session_id = request.session_id
+            history = await self._store.load_history(session_id, caller.owner)
         model = request.model or self._settings.openrouter_default_model
         system_prompt = request.system_prompt or history.system_prompt
         user = StoredMessage(role="user", content=request.message, timestamp=datetime.now(UTC))

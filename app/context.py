@@ -22,11 +22,12 @@ _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 class RequestLog:
     """What the request log line says; handlers add the session, model and tokens."""
 
-    __slots__ = ("model", "request_id", "session_id", "status", "tokens")
+    __slots__ = ("first_byte", "model", "request_id", "session_id", "status", "tokens")
 
     def __init__(self, request_id: str) -> None:
         self.request_id = request_id
         self.status = 0
+        self.first_byte = 0.0
         self.session_id: str | None = None
         self.model: str | None = None
         self.tokens: int | None = None
@@ -66,6 +67,7 @@ class RequestContextMiddleware:
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 log.status = message["status"]
+                log.first_byte = time.perf_counter()
                 message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
@@ -79,6 +81,9 @@ class RequestContextMiddleware:
                 "status": log.status,
                 "duration_ms": round((time.perf_counter() - started) * 1000, 2),
             }
+            if log.first_byte:
+                # For a stream, how long the client waited for the answer to begin.
+                fields["first_byte_ms"] = round((log.first_byte - started) * 1000, 2)
             for name in ("session_id", "model", "tokens"):
                 value = getattr(log, name)
                 if value is not None:

@@ -18,7 +18,6 @@ from app.errors import Unauthorized
 from app.metrics import read_stats
 from app.schemas import AdminSessionDetail, AdminSessionPage, Stats
 from app.services import Services
-from app.sessions import SessionStore
 
 if TYPE_CHECKING:
     from litestar.connection import ASGIConnection
@@ -50,10 +49,10 @@ class AdminController(Controller):
 
     @get("/sessions", summary="List every session", responses=ADMIN)
     async def list_sessions(
-        self, store: SessionStore, limit: Limit = 20, offset: Offset = 0
+        self, services: Services, limit: Limit = 20, offset: Offset = 0
     ) -> AdminSessionPage:
         """All sessions by last activity, most recent first, with their owner ids."""
-        return await store.page_all(limit=limit, offset=offset)
+        return await services.store.page_all(limit=limit, offset=offset)
 
     @get(
         "/sessions/{session_id:str}",
@@ -61,10 +60,10 @@ class AdminController(Controller):
         responses={**ADMIN, 404: docs.NOT_FOUND},
     )
     async def get_session(
-        self, session_id: SessionIdPath, store: SessionStore
+        self, session_id: SessionIdPath, services: Services
     ) -> AdminSessionDetail:
         """The whole session, whoever owns it."""
-        return await store.get_any(session_id)
+        return await services.store.get_any(session_id)
 
     @delete(
         "/sessions/{session_id:str}",
@@ -72,9 +71,9 @@ class AdminController(Controller):
         status_code=204,
         responses={**ADMIN, 404: docs.NOT_FOUND},
     )
-    async def delete_session(self, session_id: SessionIdPath, store: SessionStore) -> None:
+    async def delete_session(self, session_id: SessionIdPath, services: Services) -> None:
         """Remove the session, every key it owns and its index entries."""
-        await store.delete_any(session_id)
+        await services.store.delete_any(session_id)
 
     @get("/stats", summary="Global usage metrics", responses=ADMIN)
     async def stats(self, services: Services, days: Days = 7) -> Stats:

@@ -10,7 +10,6 @@ from litestar import Request, post
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Operation, Schema
 
 from app.auth import Caller
-from app.chat import ChatService
 from app.context import request_log
 from app.controllers import responses
 from app.errors import InvalidRequest, from_msgspec
@@ -80,7 +79,6 @@ async def chat(
     request: Request[Any, Any, Any],
     data: ChatRequest,
     caller: Caller,
-    chat: ChatService,
     services: Services,
 ) -> ChatResponse | EventStream:
     """Send `message` to the model with the session's whole history, and save the exchange.
@@ -99,6 +97,7 @@ async def chat(
     log.session_id = data.session_id
     # Litestar's conversion of `data` is lenient ("10" would pass as 10): read it again, strictly.
     data, extras = parse_chat_body(await request.body())
+    chat = services.chat
     if data.stream:
         turn, upstream = await chat.open_stream(caller, data, extras)
         return EventStream(

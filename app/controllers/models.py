@@ -8,7 +8,6 @@ import msgspec
 from litestar import MediaType, Request, Response, get
 from litestar.openapi import ResponseSpec
 
-from app.catalog import ModelCatalog
 from app.controllers import responses
 from app.services import Services
 
@@ -39,7 +38,6 @@ class ModelListDoc(msgspec.Struct):
 )
 async def list_models(
     request: Request[Any, Any, Any],
-    catalog: ModelCatalog,
     services: Services,
 ) -> Response[bytes]:
     """`{"data": [...]}` exactly as OpenRouter sends it. No key needed.
@@ -47,7 +45,7 @@ async def list_models(
     Kept in Redis for `MODELS_CACHE_SECONDS`, shared by every replica; when OpenRouter is
     down the last copy is served (`X-Cache: stale`).
     """
-    models = await catalog.get()
+    models = await services.catalog.get()
     etag = f'"{models.etag}"'
     max_age = models.max_age(services.settings.models_cache_seconds)
     headers = {

@@ -11,7 +11,7 @@ from app.auth import Caller
 from app.context import request_log
 from app.controllers import responses as docs
 from app.schemas import SESSION_ID_PATTERN, SessionDetail, SessionPage
-from app.sessions import SessionStore
+from app.services import Services
 
 SessionIdPath = Annotated[
     str, Parameter(pattern=SESSION_ID_PATTERN, description="The session id.", max_length=64)
@@ -30,10 +30,10 @@ class SessionController(Controller):
 
     @get("/", summary="List your sessions", responses=docs.COMMON)
     async def list_sessions(
-        self, caller: Caller, store: SessionStore, limit: Limit = 20, offset: Offset = 0
+        self, caller: Caller, services: Services, limit: Limit = 20, offset: Offset = 0
     ) -> SessionPage:
         """The sessions of the calling key, most recent activity first."""
-        return await store.page(caller.owner, limit=limit, offset=offset)
+        return await services.store.page(caller.owner, limit=limit, offset=offset)
 
     @get(
         "/{session_id:str}",
@@ -45,11 +45,11 @@ class SessionController(Controller):
         request: Request[Any, Any, Any],
         session_id: SessionIdPath,
         caller: Caller,
-        store: SessionStore,
+        services: Services,
     ) -> SessionDetail:
         """Metadata, usage, expiry and every stored message, oldest first."""
         request_log(request.scope).session_id = session_id
-        return await store.get(session_id, caller.owner)
+        return await services.store.get(session_id, caller.owner)
 
     @delete(
         "/{session_id:str}",
@@ -62,8 +62,8 @@ class SessionController(Controller):
         request: Request[Any, Any, Any],
         session_id: SessionIdPath,
         caller: Caller,
-        store: SessionStore,
+        services: Services,
     ) -> None:
         """Remove the session and every key it owns."""
         request_log(request.scope).session_id = session_id
-        await store.delete(session_id, caller.owner)
+        await services.store.delete(session_id, caller.owner)

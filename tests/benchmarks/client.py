@@ -72,3 +72,33 @@ async def post_stream(host: str, port: int, path: str, body: bytes, key: str) ->
         total_ms=(ended - started) * 1000,
         chunks=chunks,
     )
+
+
+class Connection:
+    """One kept-alive HTTP/1.1 connection for JSON requests (Content-Length responses)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> Connection:
+        reader, writer = await asyncio.open_connection(host, port)
+        return cls(reader, writer)
+
+    async def post(self, host: str, path: str, body: bytes, key: str) -> tuple[int, bytes]:
+        self._writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        await self._writer.drain()
+        status = int((await self._reader.readline()).split()[1])
+        length = 0
+        while (line := await self._reader.readline()) not in (b"\r\n", b""):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":", 1)[1])
+        return status, await self._reader.readexactly(length)
+
+    def close(self) -> None:
+        self._writer.close()

@@ -19,16 +19,16 @@ from tests.benchmarks.stack import Stack, cpu_seconds, running_stack
 pytestmark = pytest.mark.benchmark
 
 CONCURRENCY = 100
-SECONDS = 8.0  # of steady load per run
-WORDS = 40  # the stand-in echoes them: one chunk per word
-# Paced like a fast model: a first token after 50 ms, then 50 chunks a second.
-STEP = {"first_token_delay": 0.05, "chunk_delay": 0.02, "keepalives": 2}
-STREAM_SECONDS = 0.05 + 0.02 * (WORDS + 2)
+SECONDS = 10.0  # of steady load per run
+WORDS = 100  # the stand-in echoes them: one chunk per word
+# Paced like a model: a first token after 200 ms, then 25 chunks a second.
+STEP = {"first_token_delay": 0.2, "chunk_delay": 0.04, "keepalives": 2}
+STREAM_SECONDS = 0.2 + 0.04 * (WORDS + 2)
 KEY = "sk-or-v1-" + "b" * 64
 MESSAGE = " ".join(f"w{i}" for i in range(WORDS))
 
 
-async def _load(port: int, path: str, body: bytes) -> list[StreamTiming]:
+async def _load(port: int, path: str, bodies: list[bytes]) -> list[StreamTiming]:
     """CONCURRENCY streams open at all times: each client opens the next when one ends.
 
     Start times are spread over one stream's length, as arrivals are in steady traffic; a
@@ -41,7 +41,7 @@ async def _load(port: int, path: str, body: bytes) -> list[StreamTiming]:
         await asyncio.sleep(STREAM_SECONDS * index / CONCURRENCY)
         timings = []
         while loop.time() < deadline:
-            timings.append(await post_stream("127.0.0.1", port, path, body, KEY))
+            timings.append(await post_stream("127.0.0.1", port, path, bodies[index], KEY))
         return timings
 
     per_client = await asyncio.gather(*(client(i) for i in range(CONCURRENCY)))
@@ -58,19 +58,26 @@ def _run(stack: Stack, *, direct: bool) -> tuple[list[StreamTiming], float]:
     stack.control.reset()
     stack.control.script(KEY, *([STEP] * int(CONCURRENCY * SECONDS / STREAM_SECONDS * 1.5)))
     if direct:
-        body = msgspec.json.encode(
-            {
-                "model": "openai/gpt-4o",
-                "stream": True,
-                "messages": [{"role": "user", "content": MESSAGE}],
-            }
-        )
+        message = {"role": "user", "content": MESSAGE}
+        body = {"model": "openai/gpt-4o", "stream": True, "messages": [message]}
+        bodies = [msgspec.json.encode(body)] * CONCURRENCY
         port, path = stack.standin_port, "/api/v1/chat/completions"
     else:
-        body = msgspec.json.encode({"message": MESSAGE, "model": "openai/gpt-4o", "stream": True})
+        # Each client continues its own session: the history is read and replayed each turn.
+        bodies = [
+            msgspec.json.encode(
+                {
+                    "message": MESSAGE,
+                    "model": "openai/gpt-4o",
+                    "stream": True,
+                    "session_id": f"bench-{index}",
+                }
+            )
+            for index in range(CONCURRENCY)
+        ]
         port, path = stack.api_port, "/chat"
     cpu_before = cpu_seconds(stack.api.pid)
-    timings = asyncio.run(_load(port, path, body))
+    timings = asyncio.run(_load(port, path, bodies))
     cpu = cpu_seconds(stack.api.pid) - cpu_before
     assert all(t.status == 200 for t in timings), {t.status for t in timings}
     return timings, cpu
