@@ -32,15 +32,29 @@ class Stack(msgspec.Struct):
         return int(self.api.url.rsplit(":", 1)[1])
 
 
+def _stat(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux /proc), for cost per operation."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def uvicorn_pid(web: WebProcess) -> int:
-    """The API's process id: `sh -c exec uvicorn ...` keeps the pid of the shell."""
-    return web.pid
+    """User + system CPU time of a process and its children (Linux /proc): the API's uvicorn
+    workers, when WEB_CONCURRENCY starts several."""
+    tree = {pid}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int(_stat(int(entry.name))[1]) == pid:
+                    tree.add(int(entry.name))
+            except (OSError, IndexError):
+                continue
+    total = 0
+    for member in tree:
+        try:
+            fields = _stat(member)
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 @contextmanager

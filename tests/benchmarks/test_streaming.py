@@ -21,14 +21,18 @@ pytestmark = pytest.mark.benchmark
 CONCURRENCY = 100
 SECONDS = 10.0  # of steady load per run
 WORDS = 100  # the stand-in echoes them: one chunk per word
-# Paced like a model: a first token after 200 ms, then 25 chunks a second.
-STEP = {"first_token_delay": 0.2, "chunk_delay": 0.04, "keepalives": 2}
-STREAM_SECONDS = 0.2 + 0.04 * (WORDS + 2)
+FIRST_TOKEN_SECONDS = 0.2
+# Paced like models: 25 chunks a second (fast), 10 (typical of larger models).
+CHUNK_RATES = (25, 10)
 KEY = "sk-or-v1-" + "b" * 64
 MESSAGE = " ".join(f"w{i}" for i in range(WORDS))
 
 
-async def _load(port: int, path: str, bodies: list[bytes]) -> list[StreamTiming]:
+def stream_seconds(rate: int) -> float:
+    return FIRST_TOKEN_SECONDS + (WORDS + 2) / rate
+
+
+async def _load(port: int, path: str, bodies: list[bytes], rate: int) -> list[StreamTiming]:
     """CONCURRENCY streams open at all times: each client opens the next when one ends.
 
     Start times are spread over one stream's length, as arrivals are in steady traffic; a
@@ -38,7 +42,7 @@ async def _load(port: int, path: str, bodies: list[bytes]) -> list[StreamTiming]
     deadline = loop.time() + SECONDS
 
     async def client(index: int) -> list[StreamTiming]:
-        await asyncio.sleep(STREAM_SECONDS * index / CONCURRENCY)
+        await asyncio.sleep(stream_seconds(rate) * index / CONCURRENCY)
         timings = []
         while loop.time() < deadline:
             timings.append(await post_stream("127.0.0.1", port, path, bodies[index], KEY))
@@ -53,10 +57,11 @@ def _percentiles(values: list[float]) -> str:
     return f"p50 {q[49]:7.2f}  p90 {q[89]:7.2f}  p99 {q[98]:7.2f}"
 
 
-def _run(stack: Stack, *, direct: bool) -> tuple[list[StreamTiming], float]:
+def _run(stack: Stack, rate: int, *, direct: bool) -> tuple[list[StreamTiming], float]:
+    step = {"first_token_delay": FIRST_TOKEN_SECONDS, "chunk_delay": 1 / rate, "keepalives": 2}
     # More steps than streams can run in the time; the rest are dropped by the next reset.
     stack.control.reset()
-    stack.control.script(KEY, *([STEP] * int(CONCURRENCY * SECONDS / STREAM_SECONDS * 1.5)))
+    stack.control.script(KEY, *([step] * int(CONCURRENCY * SECONDS / stream_seconds(rate) * 1.5)))
     if direct:
         message = {"role": "user", "content": MESSAGE}
         body = {"model": "openai/gpt-4o", "stream": True, "messages": [message]}
@@ -77,17 +82,18 @@ def _run(stack: Stack, *, direct: bool) -> tuple[list[StreamTiming], float]:
         ]
         port, path = stack.api_port, "/chat"
     cpu_before = cpu_seconds(stack.api.pid)
-    timings = asyncio.run(_load(port, path, bodies))
+    timings = asyncio.run(_load(port, path, bodies, rate))
     cpu = cpu_seconds(stack.api.pid) - cpu_before
     assert all(t.status == 200 for t in timings), {t.status for t in timings}
     return timings, cpu
 
 
-def test_streaming_overhead() -> None:
+@pytest.mark.parametrize("rate", CHUNK_RATES)
+def test_streaming_overhead(rate: int) -> None:
     with running_stack() as stack:
-        _run(stack, direct=False)  # warm both paths: connections, scripts, caches
-        direct, _ = _run(stack, direct=True)
-        backend, cpu = _run(stack, direct=False)
+        _run(stack, rate, direct=False)  # warm both paths: connections, scripts, caches
+        direct, _ = _run(stack, rate, direct=True)
+        backend, cpu = _run(stack, rate, direct=False)
     chunks = sum(t.chunks for t in backend)
     assert all(t.chunks == WORDS + 2 for t in [*direct, *backend])
     ttfb_direct = [t.first_byte_ms for t in direct]
@@ -95,8 +101,8 @@ def test_streaming_overhead() -> None:
     token_direct = [t.first_token_ms for t in direct]
     token_backend = [t.first_token_ms for t in backend]
     print(
-        f"\nstreaming: {CONCURRENCY} concurrent streams for {SECONDS:g} s, {WORDS + 2} chunks "
-        f"each; {len(direct)} direct and {len(backend)} through the backend (ms)"
+        f"\nstreaming: {CONCURRENCY} concurrent streams of {WORDS + 2} chunks at {rate} chunks/s "
+        f"for {SECONDS:g} s; {len(direct)} direct, {len(backend)} through the backend (ms)"
     )
     print(f"  first byte,  direct   {_percentiles(ttfb_direct)}")
     print(f"  first byte,  backend  {_percentiles(ttfb_backend)}")
