@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import secrets
 import uuid
 from datetime import UTC, datetime
@@ -20,8 +19,6 @@ if TYPE_CHECKING:
     from app.openrouter import Completion, OpenRouterClient, UpstreamStream
     from app.sessions import SessionStore
     from app.settings import Settings
-
-logger = logging.getLogger("app.chat")
 
 # Request fields that are ours, or that we set ourselves; every other field goes upstream as is.
 OWN_FIELDS = frozenset(ChatRequest.__struct_fields__) | {"messages", "prompt", "stream_options"}

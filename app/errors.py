@@ -152,10 +152,15 @@ def _from_validation(exc: ValidationException) -> InvalidRequest:
     return InvalidRequest(detail)
 
 
-def _from_http(exc: HTTPException) -> AppError:
+def _from_http(request: Request[Any, Any, Any], exc: HTTPException) -> AppError:
     if isinstance(exc, ValidationException):
         return _from_validation(exc)
-    error = AppError(str(exc.detail), headers=dict(exc.headers or {}))
+    message = str(exc.detail)
+    if exc.status_code == 404 and message == "Not Found":
+        message = f"no such route: {request.method} {request.url.path}"
+    elif exc.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path}"
+    error = AppError(message, headers=dict(exc.headers or {}))
     error.status = exc.status_code
     error.type = _HTTP_TYPES.get(exc.status_code, "http_error")
     return error
@@ -170,7 +175,7 @@ def handle_http_exception(
 ) -> Response[ErrorBody]:
     if exc.status_code >= 500:
         logger.error("server error: %s", exc.detail)
-    return _render(request, _from_http(exc))
+    return _render(request, _from_http(request, exc))
 
 
 def handle_redis_error(request: Request[Any, Any, Any], exc: RedisError) -> Response[ErrorBody]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import random
 import time
@@ -16,7 +17,7 @@ from app.schemas import Usage
 from app.sse import sse_batches
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Callable, Iterator
 
 # Statuses worth another attempt: nothing was generated, so nothing is billed twice.
 RETRY_STATUSES = frozenset({408, 502, 503})
@@ -295,9 +296,7 @@ class OpenRouterClient:
                 )
             except (httpx.ConnectError, httpx.ConnectTimeout):
                 if attempt >= self._retries:
-                    raise UpstreamError(
-                        502, "upstream_unreachable", "could not connect to OpenRouter"
-                    ) from None
+                    raise
                 delay = self._backoff(attempt, None)
             else:
                 if response.status_code == 200 and stream:
@@ -314,27 +313,42 @@ class OpenRouterClient:
             attempt += 1
             await asyncio.sleep(delay or 0.0)
 
-    async def complete(self, key: str, payload: bytes, *, requested_model: str) -> Completion:
-        """One non-streaming completion."""
-        started = time.perf_counter()
+    @contextlib.contextmanager
+    def _transport_errors(self) -> Iterator[None]:
+        """Failures of the connection, as the errors our clients see."""
         try:
-            async with asyncio.timeout(self._timeout):
-                response = await self._send(key, payload, stream=False)
-        except (TimeoutError, httpx.TimeoutException):
+            yield
+        except (httpx.ConnectError, httpx.ConnectTimeout):
             raise UpstreamError(
-                504, "upstream_timeout", f"OpenRouter did not answer within {self._timeout:g} s"
+                502, "upstream_unreachable", "could not connect to OpenRouter"
             ) from None
         except httpx.PoolTimeout:
             raise UpstreamError(
                 503, "upstream_busy", "too many calls to OpenRouter in flight; retry shortly"
             ) from None
+        except (TimeoutError, httpx.TimeoutException):
+            raise UpstreamError(
+                504, "upstream_timeout", f"OpenRouter did not answer within {self._timeout:g} s"
+            ) from None
         except httpx.TransportError as exc:
             raise UpstreamError(
                 502, "upstream_error", f"the connection to OpenRouter failed: {type(exc).__name__}"
             ) from None
-        latency_ms = (time.perf_counter() - started) * 1000
+
+    async def _answer(self, key: str, payload: bytes, *, stream: bool) -> httpx.Response:
+        """A 200 answer to a chat request (open, when streaming); anything else raises."""
+        with self._transport_errors():
+            async with asyncio.timeout(self._timeout):
+                response = await self._send(key, payload, stream=stream)
         if response.status_code != 200:
             raise error_from_response(response.status_code, response.content, response.headers, key)
+        return response
+
+    async def complete(self, key: str, payload: bytes, *, requested_model: str) -> Completion:
+        """One non-streaming completion."""
+        started = time.perf_counter()
+        response = await self._answer(key, payload, stream=False)
+        latency_ms = (time.perf_counter() - started) * 1000
         completion, model = parse_completion(
             response.content, requested_model=requested_model, key=key
         )
@@ -351,39 +365,17 @@ class OpenRouterClient:
     async def open_stream(self, key: str, payload: bytes) -> UpstreamStream:
         """Start a streaming completion; errors before the first byte raise `UpstreamError`."""
         started = time.perf_counter()
-        try:
-            async with asyncio.timeout(self._timeout):
-                response = await self._send(key, payload, stream=True)
-        except httpx.PoolTimeout:
-            raise UpstreamError(
-                503, "upstream_busy", "too many calls to OpenRouter in flight; retry shortly"
-            ) from None
-        except (TimeoutError, httpx.TimeoutException):
-            raise UpstreamError(
-                504, "upstream_timeout", f"OpenRouter did not answer within {self._timeout:g} s"
-            ) from None
-        except httpx.TransportError as exc:
-            raise UpstreamError(
-                502, "upstream_error", f"the connection to OpenRouter failed: {type(exc).__name__}"
-            ) from None
-        if response.status_code != 200:
-            raise error_from_response(response.status_code, response.content, response.headers, key)
+        response = await self._answer(key, payload, stream=True)
         return UpstreamStream(response, key=key, started=started)
 
     async def fetch_models(self) -> bytes:
         """OpenRouter's model list, as the bytes it sent (checked to hold a `data` list)."""
-        try:
+        with self._transport_errors():
             async with asyncio.timeout(self._timeout):
                 response = await self._request(
                     "GET", self._models_url, headers={"Accept": "application/json"}
                 )
                 await response.aread()
-        except (TimeoutError, httpx.TimeoutException):
-            raise UpstreamError(504, "upstream_timeout", "OpenRouter did not answer") from None
-        except httpx.TransportError:
-            raise UpstreamError(
-                502, "upstream_unreachable", "could not connect to OpenRouter"
-            ) from None
         if response.status_code != 200:
             raise error_from_response(response.status_code, response.content, response.headers, "")
         try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from importlib.resources import files
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -21,14 +20,10 @@ from app.schemas import (
     SessionUsage,
     StoredMessage,
 )
-from app.storage import awaited
+from app.storage import awaited, lua_script
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
-
-
-def load_script(name: str) -> str:
-    return files("app").joinpath("lua", name).read_text(encoding="utf-8")
 
 
 class HistoryMessage(msgspec.Struct, frozen=True):
@@ -108,8 +103,8 @@ class SessionStore:
         self._redis = redis
         self._ttl_ms = ttl_ms
         self._history_cap = history_cap
-        self._commit = redis.register_script(load_script("commit_turn.lua"))
-        self._delete = redis.register_script(load_script("delete_session.lua"))
+        self._commit = redis.register_script(lua_script("app", "commit_turn.lua"))
+        self._delete = redis.register_script(lua_script("app", "delete_session.lua"))
 
     async def load_history(self, session_id: str, owner: str) -> History:
         """The stored system prompt and messages, in one round trip.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib.resources import files
 from typing import TYPE_CHECKING, Any, cast
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -35,6 +36,11 @@ def create_redis(url: str, *, timeout_seconds: float, max_connections: int) -> R
     )
     # from_pool: closing the client closes the pool too.
     return Redis.from_pool(pool)
+
+
+def lua_script(package: str, name: str) -> str:
+    """The text of a Lua script shipped in `<package>/lua/<name>`."""
+    return files(package).joinpath("lua", name).read_text(encoding="utf-8")
 
 
 async def awaited(command: Awaitable[Any] | Any) -> Any:

@@ -174,15 +174,15 @@ class StreamRelay:
             async for batch in self._upstream.batches():
                 out: list[bytes] = []
                 for chunk in batch:
-                    text = self._received.add(chunk)
+                    # Text first: what is saved of a failed answer is what the client got.
+                    if text := self._received.add(chunk):
+                        out.append(delta_event(text))
                     error = chunk.error or chunk.choice_error
                     if error is not None or chunk.finish_reason == "error":
                         if out:
                             await self._send(send, b"".join(out))
                         await self._failed(send, self._upstream.error(error or PROVIDER_FAILED))
                         return
-                    if text:
-                        out.append(delta_event(text))
                 if out:
                     await self._send(send, b"".join(out))
         except UpstreamError as exc:

@@ -7,7 +7,7 @@ import time
 from typing import TYPE_CHECKING
 
 from app import keys
-from workers.scripts import load_script
+from app.storage import lua_script
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -24,7 +24,7 @@ class UsageDrain:
     """Moves usage events from `chat:usage:inbox` into counters, exactly once each."""
 
     def __init__(self, redis: Redis, *, retention_days: int) -> None:
-        self._script = redis.register_script(load_script("drain_usage.lua"))
+        self._script = redis.register_script(lua_script("workers", "drain_usage.lua"))
         self._retention_ms = retention_days * DAY_MS
 
     async def run(self) -> int:

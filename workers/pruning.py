@@ -10,7 +10,7 @@ import msgspec
 
 from app import keys
 from app.sessions import now_ms
-from workers.scripts import load_script
+from app.storage import lua_script
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -38,8 +38,8 @@ class Pruner:
         self._redis = redis
         self._ttl_ms = ttl_ms
         self._max_sessions = max_sessions
-        self._prune = redis.register_script(load_script("prune_sessions.lua"))
-        self._prune_owners = redis.register_script(load_script("prune_owner_indexes.lua"))
+        self._prune = redis.register_script(lua_script("workers", "prune_sessions.lua"))
+        self._prune_owners = redis.register_script(lua_script("workers", "prune_owner_indexes.lua"))
 
     async def run(self) -> PruneReport:
         started = time.perf_counter()

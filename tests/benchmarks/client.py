@@ -33,49 +33,8 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes | None:
     return data
 
 
-async def post_stream(host: str, port: int, path: str, body: bytes, key: str) -> StreamTiming:
-    """POST `body`, read the whole (chunked) response, and time its first text event."""
-    started = time.perf_counter()
-    reader, writer = await asyncio.open_connection(host, port)
-    try:
-        writer.write(
-            f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-            "Connection: close\r\n\r\n".encode()
-            + body
-        )
-        await writer.drain()
-        status_line = await reader.readline()
-        first_byte = time.perf_counter()
-        status = int(status_line.split()[1])
-        chunked = False
-        while (line := await reader.readline()) not in (b"\r\n", b""):
-            if line.lower().startswith(b"transfer-encoding:") and b"chunked" in line.lower():
-                chunked = True
-        first_token = 0.0
-        chunks = 0
-        while True:
-            data = await _read_chunked(reader) if chunked else await reader.read(65536)
-            if not data:
-                break
-            found = len(_CONTENT.findall(data))
-            if found and not first_token:
-                first_token = time.perf_counter()
-            chunks += found
-        ended = time.perf_counter()
-    finally:
-        writer.close()
-    return StreamTiming(
-        status=status,
-        first_byte_ms=(first_byte - started) * 1000,
-        first_token_ms=((first_token or ended) - started) * 1000,
-        total_ms=(ended - started) * 1000,
-        chunks=chunks,
-    )
-
-
 class Connection:
-    """One kept-alive HTTP/1.1 connection for JSON requests (Content-Length responses)."""
+    """One kept-alive HTTP/1.1 connection, as browsers and HTTP client libraries keep them."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._reader = reader
@@ -86,19 +45,50 @@ class Connection:
         reader, writer = await asyncio.open_connection(host, port)
         return cls(reader, writer)
 
-    async def post(self, host: str, path: str, body: bytes, key: str) -> tuple[int, bytes]:
+    async def _request(self, host: str, path: str, body: bytes, key: str) -> int:
+        """Send a POST; returns the status once the status line is in."""
         self._writer.write(
             f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
             + body
         )
         await self._writer.drain()
-        status = int((await self._reader.readline()).split()[1])
-        length = 0
+        return int((await self._reader.readline()).split()[1])
+
+    async def _headers(self) -> dict[bytes, bytes]:
+        headers = {}
         while (line := await self._reader.readline()) not in (b"\r\n", b""):
-            if line.lower().startswith(b"content-length:"):
-                length = int(line.split(b":", 1)[1])
+            name, _, value = line.partition(b":")
+            headers[name.strip().lower()] = value.strip()
+        return headers
+
+    async def post(self, host: str, path: str, body: bytes, key: str) -> tuple[int, bytes]:
+        """A JSON request; the answer has a Content-Length."""
+        status = await self._request(host, path, body, key)
+        length = int((await self._headers()).get(b"content-length", b"0"))
         return status, await self._reader.readexactly(length)
+
+    async def stream(self, host: str, path: str, body: bytes, key: str) -> StreamTiming:
+        """A streaming request; reads the whole chunked answer, timing its first text event."""
+        started = time.perf_counter()
+        status = await self._request(host, path, body, key)
+        first_byte = time.perf_counter()
+        await self._headers()
+        first_token = 0.0
+        chunks = 0
+        while (data := await _read_chunked(self._reader)) is not None:
+            found = len(_CONTENT.findall(data))
+            if found and not first_token:
+                first_token = time.perf_counter()
+            chunks += found
+        ended = time.perf_counter()
+        return StreamTiming(
+            status=status,
+            first_byte_ms=(first_byte - started) * 1000,
+            first_token_ms=((first_token or ended) - started) * 1000,
+            total_ms=(ended - started) * 1000,
+            chunks=chunks,
+        )
 
     def close(self) -> None:
         self._writer.close()

@@ -13,7 +13,7 @@ import statistics
 import msgspec
 import pytest
 
-from tests.benchmarks.client import StreamTiming, post_stream
+from tests.benchmarks.client import Connection, StreamTiming
 from tests.benchmarks.stack import Stack, cpu_seconds, running_stack
 
 pytestmark = pytest.mark.benchmark
@@ -43,9 +43,13 @@ async def _load(port: int, path: str, bodies: list[bytes], rate: int) -> list[St
 
     async def client(index: int) -> list[StreamTiming]:
         await asyncio.sleep(stream_seconds(rate) * index / CONCURRENCY)
+        connection = await Connection.open("127.0.0.1", port)
         timings = []
-        while loop.time() < deadline:
-            timings.append(await post_stream("127.0.0.1", port, path, bodies[index], KEY))
+        try:
+            while loop.time() < deadline:
+                timings.append(await connection.stream("127.0.0.1", path, bodies[index], KEY))
+        finally:
+            connection.close()
         return timings
 
     per_client = await asyncio.gather(*(client(i) for i in range(CONCURRENCY)))
