@@ -76,12 +76,16 @@ class ModelCatalog:
             fetched_at_ms=now_ms(),
             source="miss",
         )
-        await awaited(
-            self._redis.hset(
-                keys.MODELS,
-                mapping={"body": body, "etag": fresh.etag, "fetched_at": fresh.fetched_at_ms},
+        try:
+            await awaited(
+                self._redis.hset(
+                    keys.MODELS,
+                    mapping={"body": body, "etag": fresh.etag, "fetched_at": fresh.fetched_at_ms},
+                )
             )
-        )
+        except RedisError:
+            # The list is in hand: serve it; the next request stores it again.
+            logger.warning("could not store the model list in redis")
         self._local = fresh
         return fresh
 

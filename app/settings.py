@@ -35,7 +35,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, rename="upper"):
     app_env: Literal["production", "development"] = "production"
     redis_url: str = "redis://localhost:6379/0"
     openrouter_base_url: str = "https://openrouter.ai/api/v1"
-    app_url: str = "https://github.com/openrouter-chat-backend"
+    # Attribution headers to OpenRouter (HTTP-Referer, X-Title); an empty one is not sent.
+    app_url: str = ""
     app_title: str = "OpenRouter Chat Backend"
 
     # Ownership: session owners are HMAC(session_secret, key).
