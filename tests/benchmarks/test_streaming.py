@@ -8,13 +8,18 @@ streams.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import statistics
+from typing import TYPE_CHECKING
 
 import msgspec
 import pytest
 
 from tests.benchmarks.client import Connection, StreamTiming
 from tests.benchmarks.stack import Stack, cpu_seconds, running_stack
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 pytestmark = pytest.mark.benchmark
 
@@ -32,7 +37,9 @@ def stream_seconds(rate: int) -> float:
     return FIRST_TOKEN_SECONDS + (WORDS + 2) / rate
 
 
-async def _load(port: int, path: str, bodies: list[bytes], rate: int) -> list[StreamTiming]:
+async def _load(
+    port: int, path: str, body: Callable[[int, int], bytes], rate: int
+) -> list[StreamTiming]:
     """CONCURRENCY streams open at all times: each client opens the next when one ends.
 
     Start times are spread over one stream's length, as arrivals are in steady traffic; a
@@ -44,10 +51,11 @@ async def _load(port: int, path: str, bodies: list[bytes], rate: int) -> list[St
     async def client(index: int) -> list[StreamTiming]:
         await asyncio.sleep(stream_seconds(rate) * index / CONCURRENCY)
         connection = await Connection.open("127.0.0.1", port)
-        timings = []
+        timings: list[StreamTiming] = []
         try:
             while loop.time() < deadline:
-                timings.append(await connection.stream("127.0.0.1", path, bodies[index], KEY))
+                request = body(index, len(timings))
+                timings.append(await connection.stream("127.0.0.1", path, request, KEY))
         finally:
             connection.close()
         return timings
@@ -61,32 +69,35 @@ def _percentiles(values: list[float]) -> str:
     return f"p50 {q[49]:7.2f}  p90 {q[89]:7.2f}  p99 {q[98]:7.2f}"
 
 
+def _direct_body(index: int, turn: int) -> bytes:
+    """What the API sends upstream on this client's `turn`: the whole conversation so far
+    (the stand-in answers `Echo <n>: <message>`), so both sides carry the same payload."""
+    messages: list[dict[str, str]] = []
+    for earlier in range(1, turn + 1):
+        messages.append({"role": "user", "content": MESSAGE})
+        messages.append({"role": "assistant", "content": f"Echo {earlier}: {MESSAGE}"})
+    messages.append({"role": "user", "content": MESSAGE})
+    return msgspec.json.encode({"model": "openai/gpt-4o", "stream": True, "messages": messages})
+
+
 def _run(stack: Stack, rate: int, *, direct: bool) -> tuple[list[StreamTiming], float]:
     step = {"first_token_delay": FIRST_TOKEN_SECONDS, "chunk_delay": 1 / rate, "keepalives": 2}
     # More steps than streams can run in the time; the rest are dropped by the next reset.
     stack.control.reset()
     stack.control.script(KEY, *([step] * int(CONCURRENCY * SECONDS / stream_seconds(rate) * 1.5)))
-    if direct:
-        message = {"role": "user", "content": MESSAGE}
-        body = {"model": "openai/gpt-4o", "stream": True, "messages": [message]}
-        bodies = [msgspec.json.encode(body)] * CONCURRENCY
-        port, path = stack.standin_port, "/api/v1/chat/completions"
-    else:
+    run = secrets.token_hex(4)
+
+    def api_body(index: int, turn: int) -> bytes:
         # Each client continues its own session: the history is read and replayed each turn.
-        bodies = [
-            msgspec.json.encode(
-                {
-                    "message": MESSAGE,
-                    "model": "openai/gpt-4o",
-                    "stream": True,
-                    "session_id": f"bench-{index}",
-                }
-            )
-            for index in range(CONCURRENCY)
-        ]
-        port, path = stack.api_port, "/chat"
+        request = {"message": MESSAGE, "model": "openai/gpt-4o", "stream": True}
+        return msgspec.json.encode({**request, "session_id": f"bench-{run}-{index}"})
+
+    if direct:
+        port, path, body = stack.standin_port, "/api/v1/chat/completions", _direct_body
+    else:
+        port, path, body = stack.api_port, "/chat", api_body
     cpu_before = cpu_seconds(stack.api.pid)
-    timings = asyncio.run(_load(port, path, bodies, rate))
+    timings = asyncio.run(_load(port, path, body, rate))
     cpu = cpu_seconds(stack.api.pid) - cpu_before
     assert all(t.status == 200 for t in timings), {t.status for t in timings}
     return timings, cpu
