@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,16 +39,8 @@ def _stat(pid: int) -> list[str]:
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process and its children (Linux /proc): the API's uvicorn
     workers, when WEB_CONCURRENCY starts several."""
-    tree = {pid}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if int(_stat(int(entry.name))[1]) == pid:
-                    tree.add(int(entry.name))
-            except (OSError, IndexError):
-                continue
     total = 0
-    for member in tree:
+    for member in _tree(pid):
         try:
             fields = _stat(member)
         except OSError:
@@ -57,8 +49,45 @@ def cpu_seconds(pid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def _tree(pid: int) -> set[int]:
+    """A process and its children."""
+    tree = {pid}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int(_stat(int(entry.name))[1]) == pid:
+                    tree.add(int(entry.name))
+            except (OSError, IndexError):
+                continue
+    return tree
+
+
+def pin(pids: set[int], cpus: set[int]) -> None:
+    """Every thread of these processes on `cpus`."""
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with suppress(OSError):
+                os.sched_setaffinity(int(task.name), cpus)
+
+
+def api_core() -> set[int] | None:
+    """The core the API gets to itself in a pinned run, when the machine has two or more."""
+    cpus = os.sched_getaffinity(0)
+    return {max(cpus)} if len(cpus) >= 2 else None
+
+
 @contextmanager
-def running_stack(**env: str) -> Iterator[Stack]:
+def running_stack(*, pinned: bool = False, **env: str) -> Iterator[Stack]:
+    """Redis, the stand-in and the API, each its own process.
+
+    `pinned`: the API gets a core to itself and everything else (this process, the stand-in,
+    Redis) shares the others, as when the API runs on its own machine; without it all
+    compete for all cores.
+    """
+    own = api_core() if pinned else None
+    everyone = os.sched_getaffinity(0)
+    if own is not None:
+        pin({os.getpid()}, everyone - own)
     port = free_port()
     standin = subprocess.Popen(
         [sys.executable, "-m", "tests.standin", "--port", str(port), "--max-records", "1000"],
@@ -88,7 +117,13 @@ def running_stack(**env: str) -> Iterator[Stack]:
                 WebProcess(settings, free_port()) as api,
                 StandinControl(f"http://127.0.0.1:{port}") as control,
             ):
+                if own is not None:
+                    others = {standin.pid} | ({redis.process.pid} if redis.process else set())
+                    pin(others, everyone - own)
+                    pin(_tree(api.pid), own)
                 yield Stack(api=api, standin_port=port, control=control, redis_url=redis.url)
     finally:
+        if own is not None:
+            pin({os.getpid()}, everyone)
         standin.terminate()
         standin.wait(timeout=10)

@@ -16,7 +16,7 @@ import msgspec
 import pytest
 
 from tests.benchmarks.client import Connection, StreamTiming
-from tests.benchmarks.stack import Stack, cpu_seconds, running_stack
+from tests.benchmarks.stack import Stack, api_core, cpu_seconds, running_stack
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -103,9 +103,15 @@ def _run(stack: Stack, rate: int, *, direct: bool) -> tuple[list[StreamTiming], 
     return timings, cpu
 
 
-@pytest.mark.parametrize("rate", CHUNK_RATES)
-def test_streaming_overhead(rate: int) -> None:
-    with running_stack() as stack:
+@pytest.mark.parametrize(
+    ("rate", "pinned"),
+    [(CHUNK_RATES[0], False), *((rate, True) for rate in CHUNK_RATES)],
+    ids=lambda value: str(value),
+)
+def test_streaming_overhead(rate: int, pinned: bool) -> None:
+    if pinned and api_core() is None:
+        pytest.skip("one core: the API cannot have one to itself")
+    with running_stack(pinned=pinned) as stack:
         _run(stack, rate, direct=False)  # warm both paths: connections, scripts, caches
         direct, _ = _run(stack, rate, direct=True)
         backend, cpu = _run(stack, rate, direct=False)
@@ -115,9 +121,11 @@ def test_streaming_overhead(rate: int) -> None:
     ttfb_backend = [t.first_byte_ms for t in backend]
     token_direct = [t.first_token_ms for t in direct]
     token_backend = [t.first_token_ms for t in backend]
+    cores = "the API on a core of its own" if pinned else "all processes sharing all cores"
     print(
-        f"\nstreaming: {CONCURRENCY} concurrent streams of {WORDS + 2} chunks at {rate} chunks/s "
-        f"for {SECONDS:g} s; {len(direct)} direct, {len(backend)} through the backend (ms)"
+        f"\nstreaming, {cores}: {CONCURRENCY} concurrent streams of {WORDS + 2} chunks at "
+        f"{rate} chunks/s for {SECONDS:g} s; {len(direct)} direct, {len(backend)} through the "
+        "backend (ms)"
     )
     print(f"  first byte,  direct   {_percentiles(ttfb_direct)}")
     print(f"  first byte,  backend  {_percentiles(ttfb_backend)}")
