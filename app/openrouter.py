@@ -260,7 +260,7 @@ class OpenRouterClient:
         }
 
     async def _request(self, method: str, url: httpx.URL, **kwargs: Any) -> httpx.Response:
-        """One request on the next transport; the response body is not read yet."""
+        """One request on the transport; the response body is not read yet."""
         request = httpx.Request(method, url, extensions=self._extensions, **kwargs)
         response = await self._transport.handle_async_request(request)
         response.request = request

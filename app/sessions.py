@@ -57,6 +57,7 @@ _message_encoder = msgspec.json.Encoder()
 _history_decoder = msgspec.json.Decoder(HistoryMessage)
 _message_decoder = msgspec.json.Decoder(StoredMessage)
 
+_SUMMARY_FIELDS = ("owner", "title", "model", "message_count", "created", "updated")
 _USAGE_INT_FIELDS = ("turns", "prompt_tokens", "completion_tokens", "total_tokens")
 
 
@@ -226,12 +227,17 @@ class SessionStore:
         async with self._redis.pipeline(transaction=False) as pipe:
             for raw_id in ids:
                 k = keys.session_keys(raw_id.decode())
-                pipe.hgetall(k.meta)
+                # Only what a listing shows: not the system prompt, which may be long.
+                pipe.hmget(k.meta, list(_SUMMARY_FIELDS))
                 pipe.hgetall(k.usage)
             results: list[Any] = await pipe.execute()
         rows = []
         for raw_id, meta, usage in zip(ids, results[::2], results[1::2], strict=True):
-            fields = {key.decode(): value.decode() for key, value in meta.items()}
+            fields = {
+                name: value.decode()
+                for name, value in zip(_SUMMARY_FIELDS, meta, strict=True)
+                if value is not None
+            }
             if "owner" in fields:
                 rows.append((fields["owner"], _summary_fields(raw_id.decode(), fields, usage)))
         return total, rows

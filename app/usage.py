@@ -42,7 +42,6 @@ class UsageEvent(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
 
 
 usage_event_encoder = msgspec.json.Encoder()
-usage_event_decoder = msgspec.json.Decoder(UsageEvent)
 
 
 class UsageInbox:
