@@ -18,6 +18,7 @@ from app.controllers.chat import chat
 from app.controllers.docs import docs_handlers
 from app.controllers.health import health
 from app.controllers.models import list_models
+from app.controllers.responses import QUOTA_HEADERS
 from app.controllers.sessions import SessionController
 from app.dependencies import dependencies
 from app.errors import exception_handlers
@@ -40,11 +41,20 @@ Every error has the body `{"error": {"status", "type", "message", "request_id", 
 """
 
 
-def openapi_config() -> OpenAPIConfig:
+SERVER_KEY_DESCRIPTION = """\
+Chat with any OpenRouter model and keep the conversation: send your app token as
+`Authorization: Bearer <token>`; the server calls OpenRouter with its own key. Sessions belong
+to the app token that created them and expire after `SESSION_CLEANUP_HOURS` without activity.
+Every error has the body `{"error": {"status", "type", "message", "request_id", ...}}`.
+"""
+
+
+def openapi_config(settings: Settings) -> OpenAPIConfig:
+    server_key = settings.server_key_mode
     return OpenAPIConfig(
         title="OpenRouter Chat Backend",
         version=__version__,
-        description=DESCRIPTION,
+        description=SERVER_KEY_DESCRIPTION if server_key else DESCRIPTION,
         # Litestar mounts its own schema router here; ours serves /docs, /redoc, /openapi.json.
         path="/schema",
         render_plugins=[JsonRenderPlugin()],
@@ -54,7 +64,11 @@ def openapi_config() -> OpenAPIConfig:
                 "OpenRouterKey": SecurityScheme(
                     type="http",
                     scheme="bearer",
-                    description="Your OpenRouter API key (`sk-or-v1-...`).",
+                    description=(
+                        "An app token the operator gave you (server-key mode)."
+                        if server_key
+                        else "Your OpenRouter API key (`sk-or-v1-...`)."
+                    ),
                 ),
                 "AdminToken": SecurityScheme(
                     type="http", scheme="bearer", description="The server's `ADMIN_TOKEN`."
@@ -90,10 +104,10 @@ def create_litestar(settings: Settings) -> Litestar:
             allow_origins=list(settings.cors_origins),
             allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type", "X-Request-ID", "If-None-Match"],
-            expose_headers=["X-Request-ID", "Retry-After", "ETag", "X-Cache"],
+            expose_headers=["X-Request-ID", "Retry-After", "ETag", "X-Cache", *QUOTA_HEADERS],
             max_age=600,
         ),
-        openapi_config=openapi_config(),
+        openapi_config=openapi_config(settings),
         request_max_body_size=settings.max_body_bytes,
         # Logging is configured once, by configure_logging, for every library alike.
         logging_config=None,

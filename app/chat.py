@@ -17,6 +17,7 @@ from app.usage import UsageEvent, UsageInbox, usage_event_encoder
 if TYPE_CHECKING:
     from app.auth import Caller
     from app.openrouter import Completion, OpenRouterClient, UpstreamStream
+    from app.ratelimit import RateLimiter
     from app.sessions import SessionStore
     from app.settings import Settings
 
@@ -50,18 +51,24 @@ class PreparedTurn(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class ChatService:
-    """Runs turns; knows nothing of HTTP."""
+    """Runs turns; knows nothing of HTTP.
+
+    Every turn, whatever route it comes from, is admitted by the caller's rate limits here,
+    in `prepare`; the quota it leaves is on `caller.quota` for the response headers.
+    """
 
     def __init__(
         self,
         store: SessionStore,
         upstream: OpenRouterClient,
         usage: UsageInbox,
+        limiter: RateLimiter,
         settings: Settings,
     ) -> None:
         self._store = store
         self._upstream = upstream
         self._usage = usage
+        self._limiter = limiter
         self._settings = settings
 
     def _check_limits(self, request: ChatRequest) -> None:
@@ -80,14 +87,18 @@ class ChatService:
     async def prepare(
         self, caller: Caller, request: ChatRequest, extras: dict[str, Any], *, stream: bool
     ) -> PreparedTurn:
-        """Validate, read the history (one round trip) and build the upstream request."""
+        """Validate, admit (429 when the caller's limit is used up), read the history and
+        build the upstream request: one Redis round trip for the admission and the history."""
         self._check_limits(request)
+        admission = self._limiter.admission(caller.owner, caller.limits, caller.quota)
         if request.session_id is None:
-            # A fresh random id has no history: no need to ask Redis.
+            # A fresh random id has no history: Redis is asked only for the admission.
             session_id, history = new_session_id(), EMPTY_HISTORY
+            if admission is not None:
+                await admission.run()
         else:
             session_id = request.session_id
-            history = await self._store.load_history(session_id, caller.owner)
+            history = await self._store.load_history(session_id, caller.owner, admission)
         model = request.model or self._settings.openrouter_default_model
         system_prompt = request.system_prompt or history.system_prompt
         user = StoredMessage(role="user", content=request.message, timestamp=datetime.now(UTC))
@@ -200,7 +211,7 @@ class ChatService:
             cost=completion.usage.cost or 0.0,
             latency_ms=completion.latency_ms,
         )
-        await self._store.commit_turn(
+        committed = await self._store.commit_turn(
             Turn(
                 session_id=turn.session_id,
                 owner=caller.owner,
@@ -210,8 +221,12 @@ class ChatService:
                 title=title_of(turn.user.content),
                 system_prompt=turn.system_prompt,
                 usage_record=usage_event_encoder.encode(event),
+                count_tokens=bool(caller.limits.tokens_per_day),
             )
         )
+        quota = caller.quota.quota
+        if quota is not None and committed.tokens_today is not None:
+            quota.tokens_used = committed.tokens_today
         return ChatResponse(
             response=completion.content,
             model_used=completion.model,

@@ -13,6 +13,8 @@ from litestar.enums import ScopeType
 if TYPE_CHECKING:
     from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+    from app.auth import Caller
+
 logger = logging.getLogger("app.request")
 
 # A client's X-Request-ID is kept only if it cannot break a log line or a header.
@@ -20,9 +22,9 @@ _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 
 
 class RequestLog:
-    """What the request log line says; handlers add the session, model and tokens."""
+    """What the request log line says; handlers add the caller, session, model and tokens."""
 
-    __slots__ = ("first_byte", "model", "request_id", "session_id", "status", "tokens")
+    __slots__ = ("caller", "first_byte", "model", "request_id", "session_id", "status", "tokens")
 
     def __init__(self, request_id: str) -> None:
         self.request_id = request_id
@@ -31,6 +33,12 @@ class RequestLog:
         self.session_id: str | None = None
         self.model: str | None = None
         self.tokens: int | None = None
+        self.caller: Caller | None = None
+
+    def quota_headers(self) -> list[tuple[bytes, bytes]]:
+        """The caller's rate-limit headers, once a turn of theirs was admitted or refused."""
+        quota = self.caller.quota.quota if self.caller is not None else None
+        return quota.headers() if quota is not None else []
 
 
 def request_log(scope: Scope) -> RequestLog:
@@ -68,7 +76,7 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 log.status = message["status"]
                 log.first_byte = time.perf_counter()
-                message["headers"] = [*message.get("headers", ()), header]
+                message["headers"] = [*message.get("headers", ()), header, *log.quota_headers()]
             await send(message)
 
         try:
@@ -84,6 +92,8 @@ class RequestContextMiddleware:
             if log.first_byte:
                 # For a stream, how long the client waited for the answer to begin.
                 fields["first_byte_ms"] = round((log.first_byte - started) * 1000, 2)
+            if log.caller is not None and log.caller.name is not None:
+                fields["app"] = log.caller.name
             for name in ("session_id", "model", "tokens"):
                 value = getattr(log, name)
                 if value is not None:

@@ -13,7 +13,8 @@ from litestar import Request
 from litestar.datastructures import State
 from litestar.di import Provide
 
-from app.auth import Caller, caller_from_authorization
+from app.auth import Caller
+from app.context import request_log
 from app.services import Services
 
 
@@ -22,7 +23,10 @@ def provide_services(state: State) -> Services:
 
 
 def provide_caller(request: Request[Any, Any, Any], services: Services) -> Caller:
-    return caller_from_authorization(request.headers.get("authorization"), services.secret)
+    caller = services.auth.caller(request.headers.get("authorization"))
+    # The request's log line names the app token, and its headers carry the caller's quota.
+    request_log(request.scope).caller = caller
+    return caller
 
 
 dependencies = {

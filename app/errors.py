@@ -69,6 +69,16 @@ class SessionNotFound(AppError):
         super().__init__(f"session {session_id!r} does not exist")
 
 
+class RateLimited(AppError):
+    """The caller's own limit (RATE_LIMIT_PER_MINUTE or TOKEN_LIMIT_PER_DAY) is used up."""
+
+    status = 429
+    type = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after)})
+
+
 class StorageUnavailable(AppError):
     status = 503
     type = "storage_unavailable"

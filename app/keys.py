@@ -49,6 +49,16 @@ def owner_sessions(owner: str) -> str:
     return f"{PREFIX}:owner:{owner}:sessions"
 
 
+def owner_limit(owner: str) -> str:
+    """Hash: the owner's rate-limit state: `tat` (ms when its turn bucket is full again) and
+    the UTC day's token count (`day`, days since the epoch; `tokens`).
+
+    One key per owner, tagged `{<owner>}` so the admission script touches one slot. Its TTL
+    runs until the bucket is full, or the day ends while tokens are counted.
+    """
+    return f"{PREFIX}:limit:{{{owner}}}"
+
+
 def daily_metrics(day: str) -> str:
     """Hash: global metrics of one UTC day (`YYYY-MM-DD`), fields `<model>|<counter>`."""
     return f"{PREFIX}:metrics:{day}"

@@ -8,9 +8,11 @@ from typing import TYPE_CHECKING
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
+from app.auth import Authenticator
 from app.catalog import ModelCatalog
 from app.chat import ChatService
 from app.openrouter import OpenRouterClient
+from app.ratelimit import RateLimiter
 from app.sessions import SessionStore
 from app.storage import create_redis
 from app.usage import UsageInbox
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
 class Services:
     """What a handler may ask for. A plain class: Litestar passes it through untouched."""
 
-    __slots__ = ("catalog", "chat", "redis", "secret", "settings", "store")
+    __slots__ = ("auth", "catalog", "chat", "redis", "settings", "store")
 
     def __init__(
         self,
@@ -44,7 +46,7 @@ class Services:
         self.store = store
         self.chat = chat
         self.catalog = catalog
-        self.secret = settings.session_secret.encode()
+        self.auth = Authenticator(settings)
 
 
 def create_transport(settings: Settings) -> httpx.AsyncBaseTransport:
@@ -95,7 +97,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 settings=settings,
                 redis=redis,
                 store=store,
-                chat=ChatService(store, upstream, UsageInbox(redis), settings),
+                chat=ChatService(store, upstream, UsageInbox(redis), RateLimiter(redis), settings),
                 catalog=ModelCatalog(redis, upstream, fresh_seconds=settings.models_cache_seconds),
             )
         finally:

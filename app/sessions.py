@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 
@@ -24,6 +24,8 @@ from app.storage import awaited, lua_script
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+
+    from app.ratelimit import Admission
 
 
 class HistoryMessage(msgspec.Struct, frozen=True):
@@ -51,6 +53,13 @@ class Turn(msgspec.Struct, kw_only=True, frozen=True):
     title: str
     system_prompt: str | None
     usage_record: bytes | None = None
+    # Whether the answer's tokens count against the owner's TOKEN_LIMIT_PER_DAY.
+    count_tokens: bool = False
+
+
+class Committed(NamedTuple):
+    message_count: int
+    tokens_today: int | None  # the owner's tokens of the UTC day, when counted
 
 
 _message_encoder = msgspec.json.Encoder()
@@ -107,17 +116,28 @@ class SessionStore:
         self._commit = redis.register_script(lua_script("app", "commit_turn.lua"))
         self._delete = redis.register_script(lua_script("app", "delete_session.lua"))
 
-    async def load_history(self, session_id: str, owner: str) -> History:
+    async def load_history(
+        self, session_id: str, owner: str, admission: Admission | None = None
+    ) -> History:
         """The stored system prompt and messages, in one round trip.
 
-        An unknown session is empty history (the turn will create it); a session of another
-        owner does not exist for this one.
+        With an `admission`, the turn's rate-limit check rides in the same round trip, and a
+        refused turn raises before anything else. An unknown session is empty history (the
+        turn will create it); a session of another owner does not exist for this one.
         """
         k = keys.session_keys(session_id)
         async with self._redis.pipeline(transaction=False) as pipe:
+            if admission is not None:
+                admission.queue(pipe)
             pipe.hmget(k.meta, ["owner", "system_prompt"])
             pipe.lrange(k.messages, 0, -1)
-            (stored_owner, system_prompt), raw_messages = await pipe.execute()
+            replies: list[Any] = await pipe.execute(raise_on_error=admission is None)
+        if admission is not None:
+            await admission.settle(replies.pop(0))
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+        (stored_owner, system_prompt), raw_messages = replies
         if stored_owner is not None and stored_owner.decode() != owner:
             raise SessionNotFound(session_id)
         return History(
@@ -125,10 +145,10 @@ class SessionStore:
             messages=[_history_decoder.decode(raw) for raw in raw_messages],
         )
 
-    async def commit_turn(self, turn: Turn) -> int:
-        """Write the turn in one atomic script; returns the session's message count."""
+    async def commit_turn(self, turn: Turn) -> Committed:
+        """Write the turn in one atomic script; the owner's day's tokens are counted in it."""
         k = keys.session_keys(turn.session_id)
-        status, count = await self._commit(
+        status, count, tokens_today = await self._commit(
             keys=[
                 k.meta,
                 k.messages,
@@ -138,6 +158,7 @@ class SessionStore:
                 keys.owner_sessions(turn.owner),
                 keys.USAGE_INBOX,
                 keys.OWNERS,
+                keys.owner_limit(turn.owner),
             ],
             args=[
                 turn.session_id,
@@ -152,11 +173,12 @@ class SessionStore:
                 turn.title,
                 turn.system_prompt or "",
                 turn.usage_record or b"",
+                (turn.assistant.tokens or 0) if turn.count_tokens else "",
             ],
         )
         if status == 0:
             raise SessionNotFound(turn.session_id)
-        return int(count)
+        return Committed(int(count), int(tokens_today) if tokens_today >= 0 else None)
 
     async def _read(self, session_id: str) -> tuple[str, dict[str, Any]]:
         """The owner and the fields of a session's detail view, in one round trip."""

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import msgspec
 from msgspec import Meta
 
+from app.tokens import AppToken, parse_app_tokens
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
@@ -70,6 +72,21 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, rename="upper"):
     max_sessions: PositiveInt | None = None
     admin_token: Annotated[str, Meta(pattern=r"^(|.{16,})$")] = ""
 
+    # Server-key mode: when openrouter_api_key is set, clients send an app token instead.
+    openrouter_api_key: Annotated[str, Meta(pattern=r"^[!-~]{0,256}$")] = ""
+    app_tokens: tuple[AppToken, ...] = ()
+    # Per owner (a caller's key, or an app token); 0 is no limit.
+    rate_limit_per_minute: Annotated[int, Meta(ge=0)] = 60
+    token_limit_per_day: Annotated[int, Meta(ge=0)] = 0
+
+    def __repr__(self) -> str:
+        # Tracebacks and debuggers print settings; the secrets stay out of them.
+        return f"Settings(app_env={self.app_env!r}, server_key_mode={self.server_key_mode})"
+
+    @property
+    def server_key_mode(self) -> bool:
+        return bool(self.openrouter_api_key)
+
     @property
     def session_ttl_ms(self) -> int:
         return round(self.session_cleanup_hours * 3_600_000)
@@ -104,12 +121,27 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             raw[name] = tuple(part.strip() for part in value.split(",") if part.strip())
         elif name == "LOG_LEVEL":
             raw[name] = value.upper()
+        elif name == "APP_TOKENS":
+            try:
+                raw[name] = parse_app_tokens(value)
+            except ValueError as exc:
+                raise SettingsError(f"invalid setting: APP_TOKENS: {exc}") from None
         else:
             raw[name] = value
     try:
         settings = msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:
         raise SettingsError(f"invalid setting: {_describe(exc)}") from None
+    if settings.server_key_mode and not settings.app_tokens:
+        raise SettingsError(
+            "APP_TOKENS is required when OPENROUTER_API_KEY is set: clients authenticate with "
+            "an app token (python -m app.tokens new NAME makes one)"
+        )
+    if settings.app_tokens and not settings.server_key_mode:
+        raise SettingsError(
+            "APP_TOKENS is set but OPENROUTER_API_KEY is not: app tokens are only accepted in "
+            "server-key mode; set both, or neither for callers' own keys"
+        )
     return settings
 
 

@@ -351,16 +351,17 @@ def test_retried_commit_adds_one_message_pair_and_one_usage_event(
              "session_id": session_id, "prompt_tokens": 3, "completion_tokens": 5,
              "total_tokens": 8, "cost": 0.25, "latency_ms": 12.5}  # fmt: skip
     keys = [f"{tag}:meta", f"{tag}:messages", f"{tag}:turns", f"{tag}:usage", "chat:sessions",
-            f"chat:owner:{owner}:sessions", INBOX, "chat:owners"]  # fmt: skip
+            f"chat:owner:{owner}:sessions", INBOX, "chat:owners",
+            f"chat:limit:{{{owner}}}"]  # fmt: skip
     args: list[str | int] = [session_id, owner, turn_id, now_ms, 3_600_000, 50,
             json.dumps({"role": "user", "content": "hi", "timestamp": stamp}),
             json.dumps({"role": "assistant", "content": "hello", "timestamp": stamp,
                         "model": DEFAULT_MODEL}),
-            DEFAULT_MODEL, "hi", "", json.dumps(event)]  # fmt: skip
+            DEFAULT_MODEL, "hi", "", json.dumps(event), ""]  # fmt: skip
 
-    assert commit(keys=keys, args=args) == [1, 2]
+    assert commit(keys=keys, args=args) == [1, 2, -1]
     # The same turn id again, as a retried call would send it.
-    assert commit(keys=keys, args=args) == [2, 2]
+    assert commit(keys=keys, args=args) == [2, 2, -1]
     assert redis_client.llen(f"{tag}:messages") == 2
     assert redis_client.llen(INBOX) == 1
 

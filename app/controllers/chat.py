@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 from litestar import Request, post
-from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Operation, Schema
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Schema
 
 from app.auth import Caller
 from app.context import request_log
@@ -30,10 +30,11 @@ def parse_chat_body(body: bytes) -> tuple[ChatRequest, dict[str, Any]]:
 
 
 @dataclass
-class ChatOperation(Operation):
+class ChatOperation(responses.TurnOperation):
     """The 200 answer is JSON, or an event stream when `stream` is true."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         ok = self.responses.get("200") if self.responses else None
         if not isinstance(ok, OpenAPIResponse) or not ok.content:
             return
@@ -69,7 +70,7 @@ class ChatOperation(Operation):
         402: responses.error("OpenRouter: the key's credits do not cover the request."),
         404: responses.error("No such session for this key, or OpenRouter knows no such model."),
         413: responses.error("The body is larger than `MAX_BODY_BYTES`."),
-        429: responses.error("OpenRouter rate-limited the call; `Retry-After` says when to retry."),
+        429: responses.RATE_LIMITED,
         502: responses.error("OpenRouter failed, or answered with something that is not JSON."),
         503: responses.STORAGE,
         504: responses.error("OpenRouter did not answer within `UPSTREAM_TIMEOUT_SECONDS`."),
