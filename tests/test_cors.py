@@ -66,6 +66,25 @@ def test_actual_request_from_an_allowed_origin_exposes_the_request_id(
     assert "x-request-id" in header_set(response.headers["access-control-expose-headers"])
 
 
+def test_a_turn_exposes_its_rate_limit_headers(restricted: httpx.Client, api_key: str) -> None:
+    response = restricted.post(
+        "/chat", json={"message": "hi"}, headers={"Origin": ALLOWED, **bearer(api_key)}
+    )
+
+    assert response.status_code == 200
+    assert "x-ratelimit-remaining" in response.headers
+    exposed = header_set(response.headers["access-control-expose-headers"])
+    assert {
+        "retry-after",
+        "x-ratelimit-limit",
+        "x-ratelimit-remaining",
+        "x-ratelimit-reset",
+        "x-ratelimit-limit-tokens",
+        "x-ratelimit-remaining-tokens",
+        "x-ratelimit-reset-tokens",
+    } <= exposed
+
+
 def test_actual_request_from_a_disallowed_origin_gets_no_grant(
     restricted: httpx.Client, api_key: str
 ) -> None:

@@ -187,6 +187,28 @@ def test_chat_error_responses_use_the_error_body(document: dict[str, Any], statu
     assert_error_body(document, responses[status])
 
 
+QUOTA_HEADERS = {
+    "X-RateLimit-Limit",
+    "X-RateLimit-Remaining",
+    "X-RateLimit-Reset",
+    "X-RateLimit-Limit-Tokens",
+    "X-RateLimit-Remaining-Tokens",
+    "X-RateLimit-Reset-Tokens",
+}
+
+
+def test_chat_documents_the_rate_limit_and_its_headers(document: dict[str, Any]) -> None:
+    responses = operation(document, "post", "/chat")["responses"]
+
+    assert "RATE_LIMIT_PER_MINUTE" in responses["429"]["description"]
+    assert set(responses["429"]["headers"]) == {"Retry-After", *QUOTA_HEADERS}
+    assert set(responses["200"]["headers"]) == QUOTA_HEADERS
+    for status in ("200", "429"):
+        for name, spec in responses[status]["headers"].items():
+            assert spec["schema"]["type"] == "integer", name
+            assert spec["description"].strip(), name
+
+
 @pytest.mark.parametrize(
     ("method", "path", "status"),
     [(m, p, s) for (m, p), statuses in SESSION_ERRORS.items() for s in statuses],

@@ -111,6 +111,8 @@ def running_stack(*, pinned: bool = False, **env: str) -> Iterator[Stack]:
                 "REDIS_URL": redis.url,
                 "OPENROUTER_BASE_URL": f"http://127.0.0.1:{port}/api/v1",
                 "LOG_LEVEL": "INFO",
+                # Every simulated client shares one key: a limit that never binds, still checked.
+                "RATE_LIMIT_PER_MINUTE": "100000000",
                 **env,
             }
             with (
