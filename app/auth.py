@@ -49,6 +49,10 @@ class Caller:
         self.name = name  # the app token's name, for logs (server-key mode)
         self.quota = QuotaSlot()
 
+    @property
+    def uses_server_key(self) -> bool:
+        return self.name is not None
+
     def __repr__(self) -> str:
         return f"Caller(owner={self.owner!r}, name={self.name!r})"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 import uuid
 from datetime import UTC, datetime
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from app.sessions import SessionStore
     from app.settings import Settings
 
+logger = logging.getLogger("app.chat")
+
 # Request fields that are ours, or that we set ourselves; every other field goes upstream as is.
 OWN_FIELDS = frozenset(ChatRequest.__struct_fields__) | {"messages", "prompt", "stream_options"}
 TITLE_CHARS = 80
@@ -37,6 +40,19 @@ def new_session_id() -> str:
 def title_of(message: str) -> str:
     words = " ".join(message.split())
     return words if len(words) <= TITLE_CHARS else words[: TITLE_CHARS - 1].rstrip() + "…"
+
+
+def _for_caller(caller: Caller, error: UpstreamError) -> UpstreamError:
+    """OpenRouter refusing the server's own key is not the app token's fault: a 502."""
+    if not caller.uses_server_key or error.status != 401:
+        return error
+    logger.error("OpenRouter refused the server's key: check OPENROUTER_API_KEY")
+    return UpstreamError(
+        502,
+        "upstream_unauthorized",
+        "OpenRouter refused the server's key; the operator has to fix it",
+        upstream_status=401,
+    )
 
 
 class PreparedTurn(msgspec.Struct, kw_only=True, frozen=True):
@@ -156,7 +172,7 @@ class ChatService:
             )
         except UpstreamError as exc:
             await self.record_failure(turn.model, exc.upstream_status or exc.status)
-            raise
+            raise _for_caller(caller, exc) from None
         return await self.commit(caller, turn, completion)
 
     async def open_stream(
@@ -168,7 +184,7 @@ class ChatService:
             upstream = await self._upstream.open_stream(caller.key.value, turn.payload)
         except UpstreamError as exc:
             await self.record_failure(turn.model, exc.upstream_status or exc.status)
-            raise
+            raise _for_caller(caller, exc) from None
         return turn, upstream
 
     async def record_failure(self, model: str, status: int) -> None:

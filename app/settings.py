@@ -135,7 +135,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if settings.server_key_mode and not settings.app_tokens:
         raise SettingsError(
             "APP_TOKENS is required when OPENROUTER_API_KEY is set: clients authenticate with "
-            "an app token (python -m app.tokens new NAME makes one)"
+            "an app token (python -m app.tokens new NAME makes one); or unset "
+            "OPENROUTER_API_KEY for callers to send their own keys"
         )
     if settings.app_tokens and not settings.server_key_mode:
         raise SettingsError(

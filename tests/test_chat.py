@@ -48,6 +48,11 @@ def chat_ok(http: httpx.Client, key: str, **body: Any) -> dict[str, Any]:
     return answer
 
 
+def limit_key(key: str) -> str:
+    """The key's rate-limit hash: a turn admitted changes it, whatever happens next."""
+    return f"chat:limit:{{{owner_id(key, SESSION_SECRET.encode())}}}"
+
+
 def sent_upstream(standin: StandinServer, key: str) -> list[dict[str, Any]]:
     """The bodies of the chat requests the stand-in received with `key`, oldest first."""
     return [record["body"] for record in standin.control.requests(key)]
@@ -397,7 +402,7 @@ def test_another_key_gets_404_and_the_session_is_unchanged(
     assert error["request_id"] == response.headers["x-request-id"]
     assert standin.control.requests(intruder) == []
     # The attempt counts against the intruder's own rate limit, and changes nothing else.
-    intruder_limit = f"chat:limit:{{{owner_id(intruder, SESSION_SECRET.encode())}}}"
+    intruder_limit = limit_key(intruder)
     assert redis_client.exists(intruder_limit)
     assert redis_snapshot(redis_client, skip=frozenset({intruder_limit})) == before
     assert [m["content"] for m in session_messages(client, api_key, session_id)] == [

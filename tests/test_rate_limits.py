@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from app.auth import owner_id
-from tests.conftest import SESSION_SECRET, bearer
+from tests.conftest import bearer
 from tests.support.redis_server import RedisServer
+from tests.test_chat import limit_key
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -46,10 +46,6 @@ def turns_until_refused(http: httpx.Client, key: str, most: int) -> list[httpx.R
         if answers[-1].status_code != 200:
             break
     return answers
-
-
-def limit_key(key: str) -> str:
-    return f"chat:limit:{{{owner_id(key, SESSION_SECRET.encode())}}}"
 
 
 def seconds_to_utc_midnight() -> float:

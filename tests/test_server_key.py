@@ -177,7 +177,10 @@ def test_server_key_and_app_tokens_are_never_logged_stored_or_echoed(
             deployment.server_key,
             {"status": 401, "message": f"Key {deployment.server_key} is disabled"},
         )
-        assert send("POST", "/chat", token, json={"message": "x"}).status_code == 401
+        refused = send("POST", "/chat", token, json={"message": "x"})
+        # Not the app token's fault: a 502, not a 401 the client would take for its own.
+        assert refused.status_code == 502
+        assert refused.json()["error"]["upstream_status"] == 401
         too_hot = {"message": "x", "temperature": 9}
         assert send("POST", "/chat", token, json=too_hot).status_code == 400
         for _ in range(3):
@@ -193,6 +196,7 @@ def test_server_key_and_app_tokens_are_never_logged_stored_or_echoed(
     lines = request_lines(deployment.web, set(responses))
     # The log names the app token, never the token itself.
     assert {line.get("app") for line in lines if line["status"] != 401} == {"web", "mobile"}
+    assert "refused the server's key" in deployment.web.logs()
     logs = deployment.web.logs()
     stored = redis_dump(redis_client)
     assert b"hello" in stored, "the session was stored, so the scan saw real data"

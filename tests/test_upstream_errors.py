@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.support.redis_server import free_port
-from tests.test_chat import chat_ok, post_chat, redis_snapshot, session_messages
+from tests.test_chat import chat_ok, limit_key, post_chat, redis_snapshot, session_messages
 from tests.test_validation import assert_error
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ def session(client: httpx.Client, redis_client: redis.Redis, api_key: str) -> Se
         key=api_key,
         session_id=session_id,
         messages=session_messages(client, api_key, session_id),
-        redis_state=redis_snapshot(redis_client, skip=frozenset({USAGE_INBOX})),
+        redis_state=redis_snapshot(redis_client, skip=frozenset({USAGE_INBOX, limit_key(api_key)})),
     )
 
 
@@ -56,7 +56,8 @@ def assert_history_whole(http: httpx.Client, redis_client: redis.Redis, session:
     """Exactly the first pair is stored, and no other key changed."""
     assert len(session.messages) == 2
     assert session_messages(http, session.key, session.session_id) == session.messages
-    after = redis_snapshot(redis_client, skip=frozenset({USAGE_INBOX}))
+    # The usage inbox records the failure, and the failed turn counted against the limit.
+    after = redis_snapshot(redis_client, skip=frozenset({USAGE_INBOX, limit_key(session.key)}))
     assert after == session.redis_state
 
 
