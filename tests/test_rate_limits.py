@@ -54,12 +54,16 @@ def seconds_to_utc_midnight() -> float:
     return (midnight - now).total_seconds()
 
 
+def api_limited_to(start_api: Callable[..., WebProcess], per_minute: int) -> Iterator[httpx.Client]:
+    web = start_api(RATE_LIMIT_PER_MINUTE=str(per_minute))
+    with httpx.Client(base_url=web.url, timeout=30) as http:
+        yield http
+
+
 @pytest.fixture
 def limited(start_api: Callable[..., WebProcess]) -> Iterator[httpx.Client]:
     """20 turns per minute: a burst of 20, then one turn back every 3 seconds."""
-    web = start_api(RATE_LIMIT_PER_MINUTE="20")
-    with httpx.Client(base_url=web.url, timeout=30) as http:
-        yield http
+    yield from api_limited_to(start_api, 20)
 
 
 def test_turns_beyond_the_limit_get_429_with_headers_and_a_right_retry_after(
@@ -102,9 +106,7 @@ def test_turns_beyond_the_limit_get_429_with_headers_and_a_right_retry_after(
 
 @pytest.fixture
 def one_per_minute(start_api: Callable[..., WebProcess]) -> Iterator[httpx.Client]:
-    web = start_api(RATE_LIMIT_PER_MINUTE="1")
-    with httpx.Client(base_url=web.url, timeout=30) as http:
-        yield http
+    yield from api_limited_to(start_api, 1)
 
 
 def test_a_refused_turn_changes_nothing(
