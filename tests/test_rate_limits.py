@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from tests.conftest import bearer
+from tests.support.processes import ROOT
 from tests.support.redis_server import RedisServer
 from tests.test_chat import limit_key
 
@@ -299,3 +300,38 @@ def test_the_limit_state_is_one_tagged_hash_per_owner(
     assert float(r.hget(names[0], "tat")) > time.time() * 1000
     # The bucket is full again 3 s after one turn: the state lives no longer than that.
     assert 0 < r.pttl(names[0]) <= 3000
+
+
+def test_a_redis_that_lost_its_scripts_still_limits(
+    one_per_minute: httpx.Client, redis_client: redis.Redis, api_key: str
+) -> None:
+    session_id = turn(one_per_minute, api_key).json()["session_id"]
+    # As after a Redis restart: the admission in the history pipeline meets NOSCRIPT.
+    redis_client.script_flush()
+
+    again = turn(one_per_minute, api_key, session_id=session_id)
+
+    assert again.status_code == 429, again.text
+    assert header(again, "x-ratelimit-limit") == 1
+    assert 1 <= header(again, "retry-after") <= 60
+
+
+@pytest.mark.parametrize("per_minute", [1, 7, 13, 60, 1000])
+def test_the_admission_script_allows_exactly_a_burst_of_the_limit(
+    redis_client: redis.Redis, per_minute: int
+) -> None:
+    """Any rate, even one whose interval is not a whole number of ms (60000 / 7)."""
+    admit = redis_client.register_script((ROOT / "app" / "lua" / "admit_turn.lua").read_text())
+    key = "chat:limit:{burst-test}"
+
+    replies = [admit(keys=[key], args=[per_minute, 0]) for _ in range(per_minute + 1)]
+
+    *admitted, refused = replies
+    # A refill may land while a long burst runs: then one more turn is admitted.
+    assert all(reply[0] == 1 for reply in admitted)
+    assert [reply[1] for reply in admitted[:2]] == [per_minute - 1, per_minute - 2][:per_minute]
+    if refused[0] == 0:
+        assert refused[1] == 0
+        assert 0 < refused[3] <= 60_000 / per_minute + 1
+    else:
+        assert per_minute >= 60

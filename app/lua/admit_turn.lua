@@ -23,9 +23,12 @@ if tonumber(state[2]) == day then
 end
 
 local interval = rate > 0 and WINDOW / rate or 0
+-- 1 ms of tolerance absorbs the rounding of `tat` at epoch-ms magnitude, which a burst of
+-- turns whose interval is no whole number (60000 / 7 ms) would otherwise add up.
+local TOLERANCE = 1
 local function left(at)
   if rate == 0 then return 0 end
-  return math.floor((WINDOW - (at - now)) / interval + 1e-9)
+  return math.min(rate, math.floor((WINDOW + TOLERANCE - (at - now)) / interval))
 end
 
 if token_limit > 0 and used >= token_limit then
@@ -35,11 +38,10 @@ if rate == 0 then
   return {1, 0, 0, 0, used, day_left}
 end
 local next_tat = tat + interval
--- The tolerance absorbs floating-point error of the sum (WINDOW / 7 * 7 > WINDOW).
-if next_tat - now > WINDOW + 1e-3 then
+if next_tat - now > WINDOW + TOLERANCE then
   return {0, 0, math.ceil(tat - now), math.ceil(next_tat - WINDOW - now), used, day_left}
 end
-redis.call('HSET', key, 'tat', string.format('%.3f', next_tat))
+redis.call('HSET', key, 'tat', string.format('%.17g', next_tat))
 -- Only ever extended: the same hash holds the day's token count.
 local ttl = math.ceil(next_tat - now)
 if redis.call('PTTL', key) < ttl then
