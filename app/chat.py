@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from app.completions import NEW_SESSION, completion_payload, incoming_turn, text_of
 from app.errors import InvalidRequest, UpstreamError
 from app.schemas import ChatRequest, ChatResponse, StoredMessage
 from app.sessions import History, HistoryMessage, Turn
@@ -17,6 +18,7 @@ from app.usage import UsageEvent, UsageInbox, usage_event_encoder
 if TYPE_CHECKING:
     from app.auth import Caller
     from app.openrouter import Completion, OpenRouterClient, UpstreamStream
+    from app.schemas import CompletionRequest
     from app.sessions import SessionStore
     from app.settings import Settings
 
@@ -38,15 +40,34 @@ def title_of(message: str) -> str:
     return words if len(words) <= TITLE_CHARS else words[: TITLE_CHARS - 1].rstrip() + "…"
 
 
+def first_user_text(messages: list[StoredMessage]) -> str:
+    return next((text_of(m.content) for m in messages if m.role == "user"), "")
+
+
 class PreparedTurn(msgspec.Struct, kw_only=True, frozen=True):
     """A validated turn, ready to be sent: everything but the answer."""
 
-    session_id: str
+    # None: a pass-through turn, whose messages are not stored (its usage still counts).
+    session_id: str | None
     turn_id: str  # one per turn: a commit retried or repeated for it applies once
     model: str
-    system_prompt: str | None
-    user: StoredMessage
+    system_prompt: str | None  # what the turn sets; None keeps the session's
+    messages: list[StoredMessage]  # the new messages stored before the answer
     payload: bytes
+
+
+def chat_answer(turn: PreparedTurn, completion: Completion, saved: StoredMessage) -> ChatResponse:
+    """`/chat`'s answer to a committed turn (its turns always have a session)."""
+    return ChatResponse(
+        response=completion.content,
+        model_used=completion.model,
+        session_id=turn.session_id or "",
+        tokens_used=completion.usage.total_tokens,
+        timestamp=saved.timestamp,
+        usage=completion.usage,
+        finish_reason=completion.finish_reason,
+        generation_id=completion.generation_id,
+    )
 
 
 class ChatService:
@@ -71,10 +92,12 @@ class ChatService:
                 f"message: {len(request.message)} characters; at most {limit} are allowed",
                 field="message",
             )
-        if request.max_tokens is not None and request.max_tokens > self._settings.max_tokens_limit:
+        self._check_max_tokens(request.max_tokens, "max_tokens")
+
+    def _check_max_tokens(self, value: int | None, field: str) -> None:
+        if value is not None and value > self._settings.max_tokens_limit:
             raise InvalidRequest(
-                f"max_tokens: at most {self._settings.max_tokens_limit} is allowed",
-                field="max_tokens",
+                f"{field}: at most {self._settings.max_tokens_limit} is allowed", field=field
             )
 
     async def prepare(
@@ -97,7 +120,66 @@ class ChatService:
             turn_id=uuid.uuid4().hex,
             model=model,
             system_prompt=request.system_prompt,
-            user=user,
+            messages=[user],
+            payload=payload,
+        )
+
+    async def prepare_completion(
+        self,
+        caller: Caller,
+        request: CompletionRequest,
+        raw: dict[str, Any],
+        session: str | None,
+    ) -> PreparedTurn:
+        """An OpenAI request as a turn.
+
+        Without `session`, a pass-through: the messages sent are the messages used, and
+        nothing is stored. With one (`NEW_SESSION` starts one), the system prompt and stored
+        history go first and the request's new messages are stored with the answer.
+        """
+        self._check_max_tokens(request.max_tokens, "max_tokens")
+        self._check_max_tokens(request.max_completion_tokens, "max_completion_tokens")
+        model = request.model or self._settings.openrouter_default_model
+        max_tokens = self._settings.max_tokens_default
+        if session is None:
+            payload = completion_payload(
+                raw,
+                messages=request.messages,
+                model=model,
+                max_tokens_default=max_tokens,
+                session_id=None,
+            )
+            return PreparedTurn(
+                session_id=None,
+                turn_id=uuid.uuid4().hex,
+                model=model,
+                system_prompt=None,
+                messages=[],
+                payload=payload,
+            )
+        incoming = incoming_turn(request.messages)
+        if session == NEW_SESSION:
+            session_id, history = new_session_id(), EMPTY_HISTORY
+        else:
+            session_id = session
+            history = await self._store.load_history(session_id, caller.owner)
+        system_prompt = incoming.system_prompt or history.system_prompt
+        messages: list[Any] = [HistoryMessage("system", system_prompt)] if system_prompt else []
+        messages.extend(history.messages)
+        messages.extend(incoming.upstream)
+        payload = completion_payload(
+            raw,
+            messages=messages,
+            model=model,
+            max_tokens_default=max_tokens,
+            session_id=session_id,
+        )
+        return PreparedTurn(
+            session_id=session_id,
+            turn_id=uuid.uuid4().hex,
+            model=model,
+            system_prompt=incoming.system_prompt,
+            messages=incoming.stored,
             payload=payload,
         )
 
@@ -139,6 +221,11 @@ class ChatService:
     ) -> ChatResponse:
         """One non-streaming turn: at most two Redis round trips on the way."""
         turn = await self.prepare(caller, request, extras, stream=False)
+        completion, saved = await self.run(caller, turn)
+        return chat_answer(turn, completion, saved)
+
+    async def run(self, caller: Caller, turn: PreparedTurn) -> tuple[Completion, StoredMessage]:
+        """A prepared turn, non-streaming: the upstream call, then the commit."""
         try:
             completion = await self._upstream.complete(
                 caller.key.value, turn.payload, requested_model=turn.model
@@ -146,19 +233,22 @@ class ChatService:
         except UpstreamError as exc:
             await self.record_failure(turn.model, exc.upstream_status or exc.status)
             raise
-        return await self.commit(caller, turn, completion)
+        return completion, await self.commit(caller, turn, completion)
 
     async def open_stream(
         self, caller: Caller, request: ChatRequest, extras: dict[str, Any]
     ) -> tuple[PreparedTurn, UpstreamStream]:
         """A streaming turn up to upstream's first byte; errors until then are plain errors."""
         turn = await self.prepare(caller, request, extras, stream=True)
+        return turn, await self.stream(caller, turn)
+
+    async def stream(self, caller: Caller, turn: PreparedTurn) -> UpstreamStream:
+        """A prepared turn, streaming, up to upstream's first byte."""
         try:
-            upstream = await self._upstream.open_stream(caller.key.value, turn.payload)
+            return await self._upstream.open_stream(caller.key.value, turn.payload)
         except UpstreamError as exc:
             await self.record_failure(turn.model, exc.upstream_status or exc.status)
             raise
-        return turn, upstream
 
     async def record_failure(self, model: str, status: int) -> None:
         await self._usage.failed(model, status)
@@ -172,16 +262,20 @@ class ChatService:
         interrupted: bool = False,
         error: str | None = None,
         status: int = 200,
-    ) -> ChatResponse:
-        """Save both messages and hand the usage to the worker, in one atomic write.
+    ) -> StoredMessage:
+        """Save the turn's messages and the answer, and hand the usage to the worker, in one
+        atomic write; a pass-through turn only hands over the usage. Returns the answer as
+        saved.
 
         `interrupted` and `error` mark a partial answer of a stream; `status` is the failure
         the worker's metrics count it as.
         """
         assistant = StoredMessage(
             role="assistant",
-            content=completion.content,
+            # An answer that only calls tools has no text: null, as OpenAI's API has it.
+            content=completion.content or (None if completion.tool_calls else ""),
             timestamp=datetime.now(UTC),
+            tool_calls=completion.tool_calls,
             model=completion.model,
             tokens=completion.usage.total_tokens,
             finish_reason=completion.finish_reason,
@@ -200,25 +294,19 @@ class ChatService:
             cost=completion.usage.cost or 0.0,
             latency_ms=completion.latency_ms,
         )
+        if turn.session_id is None:
+            await self._usage.unsaved(event)
+            return assistant
         await self._store.commit_turn(
             Turn(
                 session_id=turn.session_id,
                 owner=caller.owner,
                 turn_id=turn.turn_id,
-                user=turn.user,
+                messages=turn.messages,
                 assistant=assistant,
-                title=title_of(turn.user.content),
+                title=title_of(first_user_text(turn.messages)),
                 system_prompt=turn.system_prompt,
                 usage_record=usage_event_encoder.encode(event),
             )
         )
-        return ChatResponse(
-            response=completion.content,
-            model_used=completion.model,
-            session_id=turn.session_id,
-            tokens_used=completion.usage.total_tokens,
-            timestamp=assistant.timestamp,
-            usage=completion.usage,
-            finish_reason=completion.finish_reason,
-            generation_id=completion.generation_id,
-        )
+        return assistant

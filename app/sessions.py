@@ -14,11 +14,13 @@ from app.schemas import (
     AdminSessionDetail,
     AdminSessionPage,
     AdminSessionSummary,
+    MessageContent,
     SessionDetail,
     SessionPage,
     SessionSummary,
     SessionUsage,
     StoredMessage,
+    ToolCall,
 )
 from app.storage import awaited, lua_script
 
@@ -26,11 +28,14 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
 
-class HistoryMessage(msgspec.Struct, frozen=True):
+class HistoryMessage(msgspec.Struct, frozen=True, omit_defaults=True):
     """The part of a stored message that is sent upstream."""
 
     role: str
-    content: str
+    content: MessageContent
+    name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
 
 
 class History(msgspec.Struct, frozen=True):
@@ -41,12 +46,13 @@ class History(msgspec.Struct, frozen=True):
 
 
 class Turn(msgspec.Struct, kw_only=True, frozen=True):
-    """One committed exchange: the user's message and the answer."""
+    """One committed exchange: the new messages of the request (a user message, tool results,
+    ...) and the answer."""
 
     session_id: str
     owner: str
     turn_id: str
-    user: StoredMessage
+    messages: list[StoredMessage]
     assistant: StoredMessage
     title: str
     system_prompt: str | None
@@ -146,12 +152,12 @@ class SessionStore:
                 int(turn.assistant.timestamp.timestamp() * 1000),
                 self._ttl_ms,
                 self._history_cap,
-                _message_encoder.encode(turn.user),
-                _message_encoder.encode(turn.assistant),
                 turn.assistant.model or "",
                 turn.title,
                 turn.system_prompt or "",
                 turn.usage_record or b"",
+                *map(_message_encoder.encode, turn.messages),
+                _message_encoder.encode(turn.assistant),
             ],
         )
         if status == 0:

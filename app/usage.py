@@ -45,10 +45,21 @@ usage_event_encoder = msgspec.json.Encoder()
 
 
 class UsageInbox:
-    """Failed calls go to the worker's inbox; committed turns get there inside the commit."""
+    """Failed calls and turns without a session go to the worker's inbox from here; turns of a
+    session get there inside their commit."""
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
+
+    async def unsaved(self, event: UsageEvent) -> None:
+        """A turn that stores no session still counts in the metrics. Best effort: the client
+        has been answered (and billed) whether or not Redis takes the event."""
+        try:
+            await awaited(self._redis.rpush(keys.USAGE_INBOX, usage_event_encoder.encode(event)))
+        except RedisError:
+            logger.warning(
+                "could not record a turn's usage", extra={"fields": {"status": event.status}}
+            )
 
     async def failed(self, model: str, status: int) -> None:
         """Best effort: the client must see the upstream's error, not a storage error."""

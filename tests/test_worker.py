@@ -353,10 +353,10 @@ def test_retried_commit_adds_one_message_pair_and_one_usage_event(
     keys = [f"{tag}:meta", f"{tag}:messages", f"{tag}:turns", f"{tag}:usage", "chat:sessions",
             f"chat:owner:{owner}:sessions", INBOX, "chat:owners"]  # fmt: skip
     args: list[str | int] = [session_id, owner, turn_id, now_ms, 3_600_000, 50,
+            DEFAULT_MODEL, "hi", "", json.dumps(event),
             json.dumps({"role": "user", "content": "hi", "timestamp": stamp}),
             json.dumps({"role": "assistant", "content": "hello", "timestamp": stamp,
-                        "model": DEFAULT_MODEL}),
-            DEFAULT_MODEL, "hi", "", json.dumps(event)]  # fmt: skip
+                        "model": DEFAULT_MODEL})]  # fmt: skip
 
     assert commit(keys=keys, args=args) == [1, 2]
     # The same turn id again, as a retried call would send it.

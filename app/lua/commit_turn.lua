@@ -1,14 +1,15 @@
--- Commit one turn atomically: both messages, the trim, the TTLs, the indexes, the usage record.
+-- Commit one turn atomically: its messages, the trim, the TTLs, the indexes, the usage record.
 -- KEYS: meta, messages, turns, usage, all-sessions index, owner index, usage inbox, owners
--- ARGV: session id, owner, turn id, now (ms), ttl (ms), history cap, user message JSON,
---       assistant message JSON, model, title, system prompt ('' keeps the stored one),
---       usage record JSON ('' for none)
+-- ARGV: session id, owner, turn id, now (ms), ttl (ms), history cap, model, title,
+--       system prompt ('' keeps the stored one), usage record JSON ('' for none),
+--       then the turn's messages as JSON, oldest first, the answer last
 -- Returns {1, message count} when committed, {2, message count} when this turn id was
 -- already committed (a retried call), {0, 0} when another owner holds the session.
 local meta, messages, turns, usage, all_index, owner_index, inbox, owners =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local session_id, owner, turn_id, now, ttl, cap =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
+local FIRST_MESSAGE = 11
 
 local current = redis.call('HGET', meta, 'owner')
 if current and current ~= owner then
@@ -18,16 +19,46 @@ if redis.call('LPOS', turns, turn_id) then
   return {2, redis.call('LLEN', messages)}
 end
 
-if not current then
-  redis.call('HSET', meta, 'owner', owner, 'created', now, 'title', ARGV[10])
+local function role_at(index)
+  local ok, message = pcall(cjson.decode, redis.call('LINDEX', messages, index))
+  return ok and type(message) == 'table' and message.role or nil
 end
-redis.call('RPUSH', messages, ARGV[7], ARGV[8])
-redis.call('LTRIM', messages, -cap, -1)
+
+-- Drop the oldest turns: at most `cap` messages are kept, starting at a user message, so a
+-- tool result never loses the call it answers. With no user message among the last `cap`
+-- (one long run of tool calls), the cut is plain and skips leading tool results.
+local function trim(count)
+  local cut = nil
+  for index = count - cap, count - 1 do
+    if role_at(index) == 'user' then
+      cut = index
+      break
+    end
+  end
+  if not cut then
+    cut = count - cap
+    while cut < count - 1 and role_at(cut) == 'tool' do
+      cut = cut + 1
+    end
+  end
+  redis.call('LTRIM', messages, cut, -1)
+  return count - cut
+end
+
+if not current then
+  redis.call('HSET', meta, 'owner', owner, 'created', now, 'title', ARGV[8])
+end
+for index = FIRST_MESSAGE, #ARGV do
+  redis.call('RPUSH', messages, ARGV[index])
+end
 local count = redis.call('LLEN', messages)
+if count > cap then
+  count = trim(count)
+end
 redis.call('HINCRBY', meta, 'turns', 1)
-redis.call('HSET', meta, 'updated', now, 'model', ARGV[9], 'message_count', count)
-if ARGV[11] ~= '' then
-  redis.call('HSET', meta, 'system_prompt', ARGV[11])
+redis.call('HSET', meta, 'updated', now, 'model', ARGV[7], 'message_count', count)
+if ARGV[9] ~= '' then
+  redis.call('HSET', meta, 'system_prompt', ARGV[9])
 end
 redis.call('LPUSH', turns, turn_id)
 redis.call('LTRIM', turns, 0, 15)
@@ -38,7 +69,7 @@ end
 redis.call('ZADD', all_index, now, session_id)
 redis.call('ZADD', owner_index, now, session_id)
 redis.call('ZADD', owners, now, owner)
-if ARGV[12] ~= '' then
-  redis.call('RPUSH', inbox, ARGV[12])
+if ARGV[10] ~= '' then
+  redis.call('RPUSH', inbox, ARGV[10])
 end
 return {1, count}
