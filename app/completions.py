@@ -10,19 +10,22 @@ With a session, the request's messages are the new ones:
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from app.errors import InvalidRequest, from_msgspec
-from app.schemas import CompletionMessage, StoredMessage
+from app.schemas import SESSION_ID_PATTERN, CompletionMessage, StoredMessage
 
 if TYPE_CHECKING:
     from app.schemas import MessageContent
 
 # `X-Session-Id: new` starts a session; the response's `X-Session-Id` names it.
+SESSION_HEADER = "X-Session-Id"
 NEW_SESSION = "new"
+_SESSION_ID = re.compile(SESSION_ID_PATTERN)
 SYSTEM_ROLES = frozenset({"system", "developer"})
 
 _encoder = msgspec.json.Encoder()
@@ -38,6 +41,19 @@ class IncomingTurn(msgspec.Struct, kw_only=True, frozen=True):
     system_prompt: str | None  # None keeps the session's
     stored: list[StoredMessage]
     upstream: list[dict[str, Any]]  # the same messages, as the client sent them
+
+
+def session_from_header(value: str | None) -> str | None:
+    """The session a request asks for: None, `NEW_SESSION`, or a checked id."""
+    if value is None:
+        return None
+    if not _SESSION_ID.match(value):
+        raise InvalidRequest(
+            f"{SESSION_HEADER}: `new`, or a session id of 1 to 64 characters from "
+            "`A-Z a-z 0-9 _ -`",
+            field=SESSION_HEADER,
+        )
+    return value
 
 
 def text_of(content: MessageContent) -> str:

@@ -10,14 +10,13 @@ from litestar.openapi import ResponseSpec
 from litestar.params import Parameter
 
 from app.auth import Caller
+from app.completions import SESSION_HEADER, session_from_header
 from app.context import request_log
 from app.controllers.chat import parse_body
 from app.controllers.models import cached_response
-from app.schemas import SESSION_ID_PATTERN, CompletionRequest, OpenAIErrorBody
+from app.schemas import CompletionRequest, OpenAIErrorBody
 from app.services import Services
 from app.streaming import OPENAI_EVENTS, EventStream, StreamRelay
-
-SESSION_HEADER = "X-Session-Id"
 
 
 def _error(description: str) -> ResponseSpec:
@@ -76,7 +75,6 @@ async def chat_completions(
         str | None,
         Parameter(
             header=SESSION_HEADER,
-            pattern=SESSION_ID_PATTERN,
             required=False,
             description="Server-side memory: `new` starts a session, an id continues one. "
             "Without it, nothing is stored.",
@@ -95,7 +93,7 @@ async def chat_completions(
     # Litestar's conversion of `data` is lenient ("10" would pass as 10): read it again, strictly.
     data, raw = parse_body(await request.body(), CompletionRequest)
     chat = services.chat
-    turn = await chat.prepare_completion(caller, data, raw, session)
+    turn = await chat.prepare_completion(caller, data, raw, session_from_header(session))
     headers = {SESSION_HEADER: turn.session_id} if turn.session_id else {}
     log.session_id = turn.session_id
     if data.stream:
