@@ -295,7 +295,7 @@ class ChatService:
             latency_ms=completion.latency_ms,
         )
         if turn.session_id is None:
-            await self._usage.unsaved(event)
+            await self._usage.passed_through(event)
             return assistant
         await self._store.commit_turn(
             Turn(

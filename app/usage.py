@@ -51,7 +51,7 @@ class UsageInbox:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
 
-    async def unsaved(self, event: UsageEvent) -> None:
+    async def passed_through(self, event: UsageEvent) -> None:
         """A turn that stores no session still counts in the metrics. Best effort: the client
         has been answered (and billed) whether or not Redis takes the event."""
         try:

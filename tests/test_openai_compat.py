@@ -10,6 +10,7 @@ import openai
 import pytest
 
 from tests.conftest import bearer
+from tests.support.redis_server import RedisServer
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 
 MODEL = "anthropic/claude-3.5-sonnet"
 NEW = {"X-Session-Id": "new"}
+IMAGE = "data:image/png;base64,iVBORw0KGgo="
 WEATHER_CALL = {
     "id": "call_weather_1",
     "type": "function",
@@ -354,9 +356,10 @@ def test_a_system_message_in_a_later_request_replaces_the_sessions_prompt(
         extra_headers=NEW,
     )
     session_id = first.headers["x-session-id"]
+    parts = [{"type": "text", "text": "b"}, {"type": "image_url", "image_url": {"url": IMAGE}}]
     sdk.chat.completions.create(
         model=MODEL,
-        messages=[{"role": "developer", "content": "New."}, {"role": "user", "content": "b"}],
+        messages=[{"role": "developer", "content": "New."}, {"role": "user", "content": parts}],  # type: ignore[misc,list-item]
         extra_headers={"X-Session-Id": session_id},
     )
     sdk.chat.completions.create(
@@ -369,6 +372,8 @@ def test_a_system_message_in_a_later_request_replaces_the_sessions_prompt(
     assert second["messages"][0] == {"role": "system", "content": "New."}
     assert third["messages"][0] == {"role": "system", "content": "New."}
     assert sum(m["role"] == "system" for m in third["messages"]) == 1
+    # Content parts are stored and sent again as they came.
+    assert {"role": "user", "content": parts} in third["messages"]
     assert session_detail(client, api_key, session_id)["system_prompt"] == "New."
 
 
@@ -505,3 +510,24 @@ def test_cors_allows_and_exposes_the_session_header(client: httpx.Client, api_ke
     )
     assert response.status_code == 200, response.text
     assert "x-session-id" in response.headers["access-control-expose-headers"].lower()
+
+
+def test_without_redis_a_pass_through_is_served_and_a_session_turn_is_a_503(
+    start_api: Callable[..., WebProcess], api_key: str
+) -> None:
+    with RedisServer() as own_redis:
+        web = start_api(REDIS_URL=own_redis.url)
+        own_redis.stop()
+        with sdk_client(web.url, api_key) as sdk:
+            # Nothing of it is stored: only its usage event is lost, and the log says so.
+            reply = sdk.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": "still there?"}]
+            )
+            assert reply.choices[0].message.content == "Echo 1: still there?"
+            with pytest.raises(openai.InternalServerError) as caught:
+                sdk.chat.completions.create(
+                    model=MODEL, messages=[{"role": "user", "content": "hi"}], extra_headers=NEW
+                )
+    assert caught.value.status_code == 503
+    assert caught.value.body["code"] == "storage_unavailable"  # type: ignore[index]
+    assert caught.value.response.headers["retry-after"] == "1"
