@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import TYPE_CHECKING, Any, cast
 
 import httpx
@@ -11,6 +12,7 @@ import pytest
 
 from tests.conftest import bearer
 from tests.support.redis_server import RedisServer
+from tests.test_readme_clients import readme_block, run
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -531,3 +533,19 @@ def test_without_redis_a_pass_through_is_served_and_a_session_turn_is_a_503(
     assert caught.value.status_code == 503
     assert caught.value.body["code"] == "storage_unavailable"  # type: ignore[index]
     assert caught.value.response.headers["retry-after"] == "1"
+
+
+def test_readme_openai_sdk_example(
+    api: WebProcess, standin: StandinServer, api_key: str, redis_client: redis.Redis
+) -> None:
+    example = readme_block("### OpenAI SDKs", "python")
+    program = f"OPENROUTER_API_KEY = {api_key!r}\n" + example.replace(
+        "http://localhost:8000", api.url
+    )
+
+    result = run([sys.executable, "-c"], program)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "Echo 1: Olá!\nEcho 2: What is my name?"
+    last = upstream_bodies(standin, api_key)[-1]
+    assert [m["role"] for m in last["messages"]] == ["system", "user", "assistant", "user"]
