@@ -100,17 +100,19 @@ class ChatService:
                 f"{field}: at most {self._settings.max_tokens_limit} is allowed", field=field
             )
 
+    async def _session(self, caller: Caller, session_id: str | None) -> tuple[str, History]:
+        """The turn's session and its history; None starts a new one."""
+        if session_id is None:
+            # A fresh random id has no history: no need to ask Redis.
+            return new_session_id(), EMPTY_HISTORY
+        return session_id, await self._store.load_history(session_id, caller.owner)
+
     async def prepare(
         self, caller: Caller, request: ChatRequest, extras: dict[str, Any], *, stream: bool
     ) -> PreparedTurn:
         """Validate, read the history (one round trip) and build the upstream request."""
         self._check_limits(request)
-        if request.session_id is None:
-            # A fresh random id has no history: no need to ask Redis.
-            session_id, history = new_session_id(), EMPTY_HISTORY
-        else:
-            session_id = request.session_id
-            history = await self._store.load_history(session_id, caller.owner)
+        session_id, history = await self._session(caller, request.session_id)
         model = request.model or self._settings.openrouter_default_model
         system_prompt = request.system_prompt or history.system_prompt
         user = StoredMessage(role="user", content=request.message, timestamp=datetime.now(UTC))
@@ -139,48 +141,34 @@ class ChatService:
         """
         self._check_max_tokens(request.max_tokens, "max_tokens")
         self._check_max_tokens(request.max_completion_tokens, "max_completion_tokens")
+        session_id: str | None = None
+        system_prompt: str | None = None
+        stored: list[StoredMessage] = []
+        messages: list[Any] = request.messages
+        if session is not None:
+            incoming = incoming_turn(request.messages)
+            session_id, history = await self._session(
+                caller, None if session == NEW_SESSION else session
+            )
+            system_prompt, stored = incoming.system_prompt, incoming.stored
+            messages = [
+                *history.upstream(system_prompt or history.system_prompt),
+                *incoming.upstream,
+            ]
         model = request.model or self._settings.openrouter_default_model
-        max_tokens = self._settings.max_tokens_default
-        if session is None:
-            payload = completion_payload(
-                raw,
-                messages=request.messages,
-                model=model,
-                max_tokens_default=max_tokens,
-                session_id=None,
-            )
-            return PreparedTurn(
-                session_id=None,
-                turn_id=uuid.uuid4().hex,
-                model=model,
-                system_prompt=None,
-                messages=[],
-                payload=payload,
-            )
-        incoming = incoming_turn(request.messages)
-        if session == NEW_SESSION:
-            session_id, history = new_session_id(), EMPTY_HISTORY
-        else:
-            session_id = session
-            history = await self._store.load_history(session_id, caller.owner)
-        system_prompt = incoming.system_prompt or history.system_prompt
-        messages: list[Any] = [HistoryMessage("system", system_prompt)] if system_prompt else []
-        messages.extend(history.messages)
-        messages.extend(incoming.upstream)
-        payload = completion_payload(
-            raw,
-            messages=messages,
-            model=model,
-            max_tokens_default=max_tokens,
-            session_id=session_id,
-        )
         return PreparedTurn(
             session_id=session_id,
             turn_id=uuid.uuid4().hex,
             model=model,
-            system_prompt=incoming.system_prompt,
-            messages=incoming.stored,
-            payload=payload,
+            system_prompt=system_prompt,
+            messages=stored,
+            payload=completion_payload(
+                raw,
+                messages=messages,
+                model=model,
+                max_tokens_default=self._settings.max_tokens_default,
+                session_id=session_id,
+            ),
         )
 
     def _payload(
@@ -193,10 +181,7 @@ class ChatService:
         session_id: str,
         stream: bool,
     ) -> bytes:
-        messages: list[HistoryMessage] = []
-        if system_prompt:
-            messages.append(HistoryMessage("system", system_prompt))
-        messages.extend(history.messages)
+        messages = history.upstream(system_prompt)
         messages.append(HistoryMessage("user", request.message))
         body: dict[str, Any] = {
             key: value for key, value in extras.items() if key not in OWN_FIELDS
