@@ -97,6 +97,7 @@ class ChatEvents:
 
 
 CHAT_EVENTS = ChatEvents()
+OPENAI_DONE = b"data: [DONE]\n\n"
 
 
 class OpenAIEvents:
@@ -104,7 +105,11 @@ class OpenAIEvents:
     `[DONE]` once the turn is committed, and errors in OpenAI's shape."""
 
     def chunk(self, raw: bytes, chunk: StreamChunk, text: str) -> bytes | None:
-        if chunk.error or chunk.choice_error or chunk.finish_reason == "error":
+        if (
+            chunk.error is not None
+            or chunk.choice_error is not None
+            or chunk.finish_reason == "error"
+        ):
             # Answered by an error event of ours: upstream's message is scrubbed of the key.
             return None
         # One event, even if its JSON came on several `data:` lines.
@@ -117,7 +122,6 @@ class OpenAIEvents:
         return frame(_encoder.encode(OpenAIErrorBody(error=openai_detail(error))))
 
 
-OPENAI_DONE = b"data: [DONE]\n\n"
 OPENAI_EVENTS = OpenAIEvents()
 
 
@@ -173,8 +177,9 @@ class _Received:
             self.usage = chunk.usage
         return text
 
-    def completion(self, started: float) -> Completion:
-        tool_calls = [self.tool_calls[index].call() for index in sorted(self.tool_calls)]
+    def completion(self, started: float, *, calls: bool = True) -> Completion:
+        """The answer so far; with `calls=False`, without its tool calls."""
+        tool_calls = [self.tool_calls[i].call() for i in sorted(self.tool_calls)] if calls else []
         return Completion(
             content="".join(self.parts),
             model=self.model,
@@ -319,11 +324,13 @@ class StreamRelay:
             if status != 200:
                 await self._chat.record_failure(self._turn.model, status)
             return
+        # A tool call cut short cannot be answered: of a partial answer, only the text is kept.
+        completion = self._received.completion(self._upstream.started, calls=False)
         try:
             await self._chat.commit(
                 self._caller,
                 self._turn,
-                self._received.completion(self._upstream.started),
+                completion,
                 interrupted=interrupted,
                 error=error,
                 status=status,

@@ -549,3 +549,28 @@ def test_readme_openai_sdk_example(
     assert result.stdout == "Echo 1: Olá!\nEcho 2: What is my name?"
     last = upstream_bodies(standin, api_key)[-1]
     assert [m["role"] for m in last["messages"]] == ["system", "user", "assistant", "user"]
+
+
+def test_a_broken_stream_keeps_its_text_but_not_its_tool_calls(
+    sdk: openai.OpenAI, standin: StandinServer, api_key: str, client: httpx.Client
+) -> None:
+    # Without [DONE] the answer is incomplete: a call in it may be cut short.
+    standin.control.script(
+        api_key, {"content": "Checking.", "tool_calls": [WEATHER_CALL], "no_done": True}
+    )
+    raw = sdk.chat.completions.with_raw_response.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Weather?"}],
+        stream=True,
+        extra_headers=NEW,
+    )
+    stream = raw.parse()
+    assert isinstance(stream, openai.Stream)
+
+    with pytest.raises(openai.APIError, match=r"without its \[DONE\]"):
+        list(stream)
+
+    answer = session_detail(client, api_key, raw.headers["x-session-id"])["messages"][-1]
+    assert answer["content"] == "Checking."
+    assert "tool_calls" not in answer
+    assert "[DONE]" in answer["error"]
