@@ -37,7 +37,7 @@ class ChatCompletionDoc(msgspec.Struct):
     usage: dict[str, Any]
 
 
-class ModelListDoc(msgspec.Struct):
+class OpenAIModelListDoc(msgspec.Struct):
     """OpenAI's list shape: each model as OpenRouter describes it, with `object: "model"`
     and `owned_by`."""
 
@@ -119,7 +119,7 @@ async def chat_completions(
     tags=["openai"],
     responses={
         200: ResponseSpec(
-            data_container=ModelListDoc, description="The models.", generate_examples=False
+            data_container=OpenAIModelListDoc, description="The models.", generate_examples=False
         ),
         304: ResponseSpec(data_container=None, description="The list has not changed (ETag)."),
         502: _error("OpenRouter failed and no copy is cached."),
