@@ -574,3 +574,24 @@ def test_a_broken_stream_keeps_its_text_but_not_its_tool_calls(
     assert answer["content"] == "Checking."
     assert "tool_calls" not in answer
     assert "[DONE]" in answer["error"]
+
+
+def test_a_quiet_stream_carries_keep_alive_comments_the_sdk_skips(
+    start_api: Callable[..., WebProcess], standin: StandinServer, api_key: str
+) -> None:
+    web = start_api(STREAM_KEEPALIVE_SECONDS="0.2")
+    standin.control.script(api_key, {"first_token_delay": 1.0}, {"first_token_delay": 1.0})
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "slow"}], "stream": True}
+    with httpx.Client(base_url=web.url, timeout=30) as http:
+        wire = http.post("/v1/chat/completions", json=body, headers=bearer(api_key)).text
+    with sdk_client(web.url, api_key) as sdk:
+        chunks = list(
+            sdk.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": "slow"}], stream=True
+            )
+        )
+
+    assert ": keep-alive\n\n" in wire
+    assert wire.endswith("data: [DONE]\n\n")
+    assert "OPENROUTER PROCESSING" not in wire
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Echo 1: slow"
