@@ -595,3 +595,39 @@ def test_a_quiet_stream_carries_keep_alive_comments_the_sdk_skips(
     assert wire.endswith("data: [DONE]\n\n")
     assert "OPENROUTER PROCESSING" not in wire
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Echo 1: slow"
+
+
+def test_a_chat_session_continues_through_v1_and_a_failed_turn_stores_nothing(
+    sdk: openai.OpenAI, standin: StandinServer, api_key: str, client: httpx.Client
+) -> None:
+    started = client.post(
+        "/chat",
+        json={"message": "Remember 42.", "system_prompt": "Be exact."},
+        headers=bearer(api_key),
+    ).json()
+    session = {"X-Session-Id": started["session_id"]}
+
+    reply = sdk.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Which number?"}], extra_headers=session
+    )
+    standin.control.script(api_key, {"status": 429})
+    with pytest.raises(openai.RateLimitError):
+        sdk.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "Lost?"}], extra_headers=session
+        )
+
+    assert reply.choices[0].message.content == "Echo 2: Which number?"
+    sent = upstream_bodies(standin, api_key)[1]["messages"]
+    assert [(m["role"], m["content"]) for m in sent] == [
+        ("system", "Be exact."),
+        ("user", "Remember 42."),
+        ("assistant", "Echo 1: Remember 42."),
+        ("user", "Which number?"),
+    ]
+    stored = session_detail(client, api_key, started["session_id"])["messages"]
+    assert [m["content"] for m in stored] == [
+        "Remember 42.",
+        "Echo 1: Remember 42.",
+        "Which number?",
+        "Echo 2: Which number?",
+    ]
