@@ -10,9 +10,10 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import bearer
+from tests.conftest import base_env, bearer
 from tests.support.redis_server import RedisServer
 from tests.test_readme_clients import readme_block, run
+from tests.test_worker import WorkerPool, metric_totals, wait_for
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -631,3 +632,24 @@ def test_a_chat_session_continues_through_v1_and_a_failed_turn_stores_nothing(
         "Which number?",
         "Echo 2: Which number?",
     ]
+
+
+def test_the_worker_counts_pass_through_turns_in_the_daily_metrics(
+    sdk: openai.OpenAI, redis_url: str, standin: StandinServer, redis_client: redis.Redis
+) -> None:
+    replies = [
+        sdk.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": text}])
+        for text in ("one", "two words")
+    ]
+
+    with WorkerPool(base_env(redis_url, standin)) as pool:
+        pool.start()
+
+        def counted() -> dict[str, float]:
+            totals = metric_totals(redis_client).get(MODEL, {})
+            return totals if totals.get("requests") == 2 else {}
+
+        totals = wait_for(counted, timeout=20, what="two pass-through turns in the metrics")
+    assert totals["total_tokens"] == sum(r.usage.total_tokens for r in replies if r.usage)
+    assert "errors" not in totals
+    assert redis_client.llen("chat:usage:inbox") == 0
