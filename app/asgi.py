@@ -20,6 +20,7 @@ from app.controllers.health import health
 from app.controllers.models import list_models
 from app.controllers.responses import QUOTA_HEADERS
 from app.controllers.sessions import SessionController
+from app.controllers.v1 import v1_handlers
 from app.dependencies import dependencies
 from app.errors import exception_handlers
 from app.logs import configure_logging
@@ -80,6 +81,10 @@ def openapi_config(settings: Settings) -> OpenAPIConfig:
             Tag(name="sessions", description="The stored conversations of your key."),
             Tag(name="models", description="What OpenRouter offers."),
             Tag(name="health", description="For load balancers and platforms."),
+            Tag(
+                name="openai",
+                description="OpenAI's API, for OpenAI SDKs; errors in OpenAI's shape.",
+            ),
             Tag(name="admin", description="Operators only; present when ADMIN_TOKEN is set."),
         ],
     )
@@ -92,6 +97,7 @@ def create_litestar(settings: Settings) -> Litestar:
         list_models,
         health,
         *docs_handlers,
+        *v1_handlers,
     ]
     if settings.admin_token:
         handlers.append(AdminController)
@@ -103,8 +109,21 @@ def create_litestar(settings: Settings) -> Litestar:
         cors_config=CORSConfig(
             allow_origins=list(settings.cors_origins),
             allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type", "X-Request-ID", "If-None-Match"],
-            expose_headers=["X-Request-ID", "Retry-After", "ETag", "X-Cache", *QUOTA_HEADERS],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "X-Request-ID",
+                "If-None-Match",
+                "X-Session-Id",
+            ],
+            expose_headers=[
+                "X-Request-ID",
+                "Retry-After",
+                "ETag",
+                "X-Cache",
+                "X-Session-Id",
+                *QUOTA_HEADERS,
+            ],
             max_age=600,
         ),
         openapi_config=openapi_config(settings),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 from redis.exceptions import RedisError
@@ -36,6 +36,34 @@ class ModelList(msgspec.Struct, frozen=True):
         return max(0, fresh_for_seconds - (now_ms() - self.fetched_at_ms) // 1000)
 
 
+class _ModelList(msgspec.Struct, frozen=True):
+    data: list[dict[str, Any]]
+
+
+_models_decoder = msgspec.json.Decoder(_ModelList)
+_encoder = msgspec.json.Encoder()
+
+
+def openai_model_list(body: bytes) -> bytes:
+    """OpenRouter's list in OpenAI's shape: every field of each model kept, and OpenAI's
+    `object`, `created` and `owned_by` (the id's vendor part) where it lacks them."""
+    models = _models_decoder.decode(body).data
+    return _encoder.encode(
+        {
+            "object": "list",
+            "data": [
+                {
+                    "created": 0,
+                    "owned_by": str(model.get("id", "")).partition("/")[0],
+                    **model,
+                    "object": "model",
+                }
+                for model in models
+            ],
+        }
+    )
+
+
 class ModelCatalog:
     """`GET /models` behind a shared cache; a stale copy is better than an error."""
 
@@ -45,6 +73,16 @@ class ModelCatalog:
         self._fresh_ms = fresh_seconds * 1000
         # The last body this process read, so a fresh hit moves a few bytes, not ~0.5 MB.
         self._local: ModelList | None = None
+        # The same copy in OpenAI's shape (its etag, the body): converted once per copy.
+        self._openai: tuple[str, bytes] | None = None
+
+    async def get_openai(self) -> tuple[ModelList, bytes]:
+        """The list and its body in OpenAI's shape (`GET /v1/models`)."""
+        models = await self.get()
+        converted = self._openai
+        if converted is None or converted[0] != models.etag:
+            converted = self._openai = (models.etag, openai_model_list(models.body))
+        return models, converted[1]
 
     async def get(self) -> ModelList:
         etag, fetched_at = await awaited(self._redis.hmget(keys.MODELS, ["etag", "fetched_at"]))

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from app.completions import NEW_SESSION, completion_payload, incoming_turn, text_of
 from app.errors import InvalidRequest, UpstreamError
 from app.schemas import ChatRequest, ChatResponse, StoredMessage
 from app.sessions import History, HistoryMessage, Turn
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from app.auth import Caller
     from app.openrouter import Completion, OpenRouterClient, UpstreamStream
     from app.ratelimit import RateLimiter
+    from app.schemas import CompletionRequest
     from app.sessions import SessionStore
     from app.settings import Settings
 
@@ -55,22 +57,41 @@ def _for_caller(caller: Caller, error: UpstreamError) -> UpstreamError:
     )
 
 
+def first_user_text(messages: list[StoredMessage]) -> str:
+    return next((text_of(m.content) for m in messages if m.role == "user"), "")
+
+
 class PreparedTurn(msgspec.Struct, kw_only=True, frozen=True):
     """A validated turn, ready to be sent: everything but the answer."""
 
-    session_id: str
+    # None: a pass-through turn, whose messages are not stored (its usage still counts).
+    session_id: str | None
     turn_id: str  # one per turn: a commit retried or repeated for it applies once
     model: str
-    system_prompt: str | None
-    user: StoredMessage
+    system_prompt: str | None  # what the turn sets; None keeps the session's
+    messages: list[StoredMessage]  # the new messages stored before the answer
     payload: bytes
+
+
+def chat_answer(turn: PreparedTurn, completion: Completion, saved: StoredMessage) -> ChatResponse:
+    """`/chat`'s answer to a committed turn (its turns always have a session)."""
+    return ChatResponse(
+        response=completion.content,
+        model_used=completion.model,
+        session_id=turn.session_id or "",
+        tokens_used=completion.usage.total_tokens,
+        timestamp=saved.timestamp,
+        usage=completion.usage,
+        finish_reason=completion.finish_reason,
+        generation_id=completion.generation_id,
+    )
 
 
 class ChatService:
     """Runs turns; knows nothing of HTTP.
 
     Every turn, whatever route it comes from, is admitted by the caller's rate limits here,
-    in `prepare`; the quota it leaves is on `caller.quota` for the response headers.
+    as its session is read; the quota it leaves is on `caller.quota` for the response headers.
     """
 
     def __init__(
@@ -94,11 +115,29 @@ class ChatService:
                 f"message: {len(request.message)} characters; at most {limit} are allowed",
                 field="message",
             )
-        if request.max_tokens is not None and request.max_tokens > self._settings.max_tokens_limit:
+        self._check_max_tokens(request.max_tokens, "max_tokens")
+
+    def _check_max_tokens(self, value: int | None, field: str) -> None:
+        if value is not None and value > self._settings.max_tokens_limit:
             raise InvalidRequest(
-                f"max_tokens: at most {self._settings.max_tokens_limit} is allowed",
-                field="max_tokens",
+                f"{field}: at most {self._settings.max_tokens_limit} is allowed", field=field
             )
+
+    async def _session(self, caller: Caller, session_id: str | None) -> tuple[str, History]:
+        """The turn's session and its history (None starts a new one), the caller's admission
+        riding in the same round trip: 429 when the caller's limit is used up."""
+        if session_id is None:
+            # A fresh random id has no history: Redis is asked only for the admission.
+            await self._admit(caller)
+            return new_session_id(), EMPTY_HISTORY
+        admission = self._limiter.admission(caller.owner, caller.limits, caller.quota)
+        return session_id, await self._store.load_history(session_id, caller.owner, admission)
+
+    async def _admit(self, caller: Caller) -> None:
+        """The admission of a turn that reads no session."""
+        admission = self._limiter.admission(caller.owner, caller.limits, caller.quota)
+        if admission is not None:
+            await admission.run()
 
     async def prepare(
         self, caller: Caller, request: ChatRequest, extras: dict[str, Any], *, stream: bool
@@ -106,15 +145,7 @@ class ChatService:
         """Validate, admit (429 when the caller's limit is used up), read the history and
         build the upstream request: one Redis round trip for the admission and the history."""
         self._check_limits(request)
-        admission = self._limiter.admission(caller.owner, caller.limits, caller.quota)
-        if request.session_id is None:
-            # A fresh random id has no history: Redis is asked only for the admission.
-            session_id, history = new_session_id(), EMPTY_HISTORY
-            if admission is not None:
-                await admission.run()
-        else:
-            session_id = request.session_id
-            history = await self._store.load_history(session_id, caller.owner, admission)
+        session_id, history = await self._session(caller, request.session_id)
         model = request.model or self._settings.openrouter_default_model
         system_prompt = request.system_prompt or history.system_prompt
         user = StoredMessage(role="user", content=request.message, timestamp=datetime.now(UTC))
@@ -124,8 +155,56 @@ class ChatService:
             turn_id=uuid.uuid4().hex,
             model=model,
             system_prompt=request.system_prompt,
-            user=user,
+            messages=[user],
             payload=payload,
+        )
+
+    async def prepare_completion(
+        self,
+        caller: Caller,
+        request: CompletionRequest,
+        raw: dict[str, Any],
+        session: str | None,
+    ) -> PreparedTurn:
+        """An OpenAI request as a turn.
+
+        Without `session`, a pass-through: the messages sent are the messages used, and
+        nothing is stored but the usage (and the caller's tokens, under a token limit). With
+        one (`NEW_SESSION` starts one), the system prompt and stored history go first and the
+        request's new messages are stored with the answer.
+        """
+        self._check_max_tokens(request.max_tokens, "max_tokens")
+        self._check_max_tokens(request.max_completion_tokens, "max_completion_tokens")
+        session_id: str | None = None
+        system_prompt: str | None = None
+        stored: list[StoredMessage] = []
+        messages: list[Any] = request.messages
+        if session is not None:
+            incoming = incoming_turn(request.messages)
+            session_id, history = await self._session(
+                caller, None if session == NEW_SESSION else session
+            )
+            system_prompt, stored = incoming.system_prompt, incoming.stored
+            messages = [
+                *history.upstream(system_prompt or history.system_prompt),
+                *incoming.upstream,
+            ]
+        else:
+            await self._admit(caller)
+        model = request.model or self._settings.openrouter_default_model
+        return PreparedTurn(
+            session_id=session_id,
+            turn_id=uuid.uuid4().hex,
+            model=model,
+            system_prompt=system_prompt,
+            messages=stored,
+            payload=completion_payload(
+                raw,
+                messages=messages,
+                model=model,
+                max_tokens_default=self._settings.max_tokens_default,
+                session_id=session_id,
+            ),
         )
 
     def _payload(
@@ -138,10 +217,7 @@ class ChatService:
         session_id: str,
         stream: bool,
     ) -> bytes:
-        messages: list[HistoryMessage] = []
-        if system_prompt:
-            messages.append(HistoryMessage("system", system_prompt))
-        messages.extend(history.messages)
+        messages = history.upstream(system_prompt)
         messages.append(HistoryMessage("user", request.message))
         body: dict[str, Any] = {
             key: value for key, value in extras.items() if key not in OWN_FIELDS
@@ -166,6 +242,11 @@ class ChatService:
     ) -> ChatResponse:
         """One non-streaming turn: at most two Redis round trips on the way."""
         turn = await self.prepare(caller, request, extras, stream=False)
+        completion, saved = await self.run(caller, turn)
+        return chat_answer(turn, completion, saved)
+
+    async def run(self, caller: Caller, turn: PreparedTurn) -> tuple[Completion, StoredMessage]:
+        """A prepared turn, non-streaming: the upstream call, then the commit."""
         try:
             completion = await self._upstream.complete(
                 caller.key.value, turn.payload, requested_model=turn.model
@@ -173,19 +254,22 @@ class ChatService:
         except UpstreamError as exc:
             await self.record_failure(turn.model, exc.upstream_status or exc.status)
             raise _for_caller(caller, exc) from None
-        return await self.commit(caller, turn, completion)
+        return completion, await self.commit(caller, turn, completion)
 
     async def open_stream(
         self, caller: Caller, request: ChatRequest, extras: dict[str, Any]
     ) -> tuple[PreparedTurn, UpstreamStream]:
         """A streaming turn up to upstream's first byte; errors until then are plain errors."""
         turn = await self.prepare(caller, request, extras, stream=True)
+        return turn, await self.stream(caller, turn)
+
+    async def stream(self, caller: Caller, turn: PreparedTurn) -> UpstreamStream:
+        """A prepared turn, streaming, up to upstream's first byte."""
         try:
-            upstream = await self._upstream.open_stream(caller.key.value, turn.payload)
+            return await self._upstream.open_stream(caller.key.value, turn.payload)
         except UpstreamError as exc:
             await self.record_failure(turn.model, exc.upstream_status or exc.status)
             raise _for_caller(caller, exc) from None
-        return turn, upstream
 
     async def record_failure(self, model: str, status: int) -> None:
         await self._usage.failed(model, status)
@@ -199,16 +283,20 @@ class ChatService:
         interrupted: bool = False,
         error: str | None = None,
         status: int = 200,
-    ) -> ChatResponse:
-        """Save both messages and hand the usage to the worker, in one atomic write.
+    ) -> StoredMessage:
+        """Save the turn's messages and the answer, and hand the usage to the worker, in one
+        atomic write; a pass-through turn only hands over the usage. Returns the answer as
+        saved.
 
         `interrupted` and `error` mark a partial answer of a stream; `status` is the failure
         the worker's metrics count it as.
         """
         assistant = StoredMessage(
             role="assistant",
-            content=completion.content,
+            # An answer that only calls tools has no text: null, as OpenAI's API has it.
+            content=completion.content or (None if completion.tool_calls else ""),
             timestamp=datetime.now(UTC),
+            tool_calls=completion.tool_calls,
             model=completion.model,
             tokens=completion.usage.total_tokens,
             finish_reason=completion.finish_reason,
@@ -227,29 +315,27 @@ class ChatService:
             cost=completion.usage.cost or 0.0,
             latency_ms=completion.latency_ms,
         )
-        committed = await self._store.commit_turn(
-            Turn(
-                session_id=turn.session_id,
-                owner=caller.owner,
-                turn_id=turn.turn_id,
-                user=turn.user,
-                assistant=assistant,
-                title=title_of(turn.user.content),
-                system_prompt=turn.system_prompt,
-                usage_record=usage_event_encoder.encode(event),
-                count_tokens=bool(caller.limits.tokens_per_day),
+        counts_tokens = bool(caller.limits.tokens_per_day)
+        if turn.session_id is None:
+            tokens_today = await self._usage.passed_through(
+                event, caller.owner if counts_tokens else None
             )
-        )
+        else:
+            committed = await self._store.commit_turn(
+                Turn(
+                    session_id=turn.session_id,
+                    owner=caller.owner,
+                    turn_id=turn.turn_id,
+                    messages=turn.messages,
+                    assistant=assistant,
+                    title=title_of(first_user_text(turn.messages)),
+                    system_prompt=turn.system_prompt,
+                    usage_record=usage_event_encoder.encode(event),
+                    count_tokens=counts_tokens,
+                )
+            )
+            tokens_today = committed.tokens_today
         quota = caller.quota.quota
-        if quota is not None and committed.tokens_today is not None:
-            quota.tokens_used = committed.tokens_today
-        return ChatResponse(
-            response=completion.content,
-            model_used=completion.model,
-            session_id=turn.session_id,
-            tokens_used=completion.usage.total_tokens,
-            timestamp=assistant.timestamp,
-            usage=completion.usage,
-            finish_reason=completion.finish_reason,
-            generation_id=completion.generation_id,
-        )
+        if quota is not None and tokens_today is not None:
+            quota.tokens_used = tokens_today
+        return assistant

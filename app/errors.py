@@ -1,4 +1,7 @@
-"""The error hierarchy, and the one place where every exception becomes a response."""
+"""The error hierarchy, and the one place where every exception becomes a response.
+
+One hierarchy, two shapes: our error body everywhere, OpenAI's on the `/v1` routes.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from redis.exceptions import RedisError
 
 from app.context import request_log
-from app.schemas import ErrorBody, ErrorDetail
+from app.schemas import ErrorBody, ErrorDetail, OpenAIErrorBody, OpenAIErrorDetail
 
 if TYPE_CHECKING:
     from litestar import Request
@@ -121,12 +124,39 @@ _HTTP_TYPES = {
 }
 
 
-def _render(request: Request[Any, Any, Any], error: AppError) -> Response[ErrorBody]:
+ErrorResponse = Response[ErrorBody | OpenAIErrorBody]
+
+# Routes under this prefix speak OpenAI's API, errors included.
+OPENAI_PREFIX = "/v1/"
+
+# OpenAI's error types by status; SDKs pick their exception class by status alone.
+_OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "insufficient_quota",
+    403: "permission_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
+}
+
+
+def openai_detail(error: AppError) -> OpenAIErrorDetail:
+    """The same error in OpenAI's shape: `code` keeps our machine-readable type."""
+    if error.status >= 500:
+        kind = "server_error"
+    else:
+        kind = _OPENAI_TYPES.get(error.status, "invalid_request_error")
+    return OpenAIErrorDetail(message=error.message, type=kind, code=error.type, param=error.field)
+
+
+def _render(request: Request[Any, Any, Any], error: AppError) -> ErrorResponse:
+    body: ErrorBody | OpenAIErrorBody
+    if request.scope["path"].startswith(OPENAI_PREFIX):
+        body = OpenAIErrorBody(error=openai_detail(error))
+    else:
+        body = ErrorBody(error=error.detail(request_log(request.scope).request_id))
     return Response(
-        ErrorBody(error=error.detail(request_log(request.scope).request_id)),
-        status_code=error.status,
-        headers=error.headers,
-        media_type=MediaType.JSON,
+        body, status_code=error.status, headers=error.headers, media_type=MediaType.JSON
     )
 
 
@@ -176,24 +206,22 @@ def _from_http(request: Request[Any, Any, Any], exc: HTTPException) -> AppError:
     return error
 
 
-def handle_app_error(request: Request[Any, Any, Any], exc: AppError) -> Response[ErrorBody]:
+def handle_app_error(request: Request[Any, Any, Any], exc: AppError) -> ErrorResponse:
     return _render(request, exc)
 
 
-def handle_http_exception(
-    request: Request[Any, Any, Any], exc: HTTPException
-) -> Response[ErrorBody]:
+def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> ErrorResponse:
     if exc.status_code >= 500:
         logger.error("server error: %s", exc.detail)
     return _render(request, _from_http(request, exc))
 
 
-def handle_redis_error(request: Request[Any, Any, Any], exc: RedisError) -> Response[ErrorBody]:
+def handle_redis_error(request: Request[Any, Any, Any], exc: RedisError) -> ErrorResponse:
     logger.warning("redis unavailable: %s", type(exc).__name__)
     return _render(request, StorageUnavailable())
 
 
-def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
+def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> ErrorResponse:
     logger.exception("unhandled error", exc_info=exc)
     return _render(request, AppError("internal error"))
 

@@ -13,7 +13,7 @@ import httpx
 import msgspec
 
 from app.errors import UpstreamError
-from app.schemas import Usage
+from app.schemas import ToolCall, Usage
 from app.sse import sse_batches
 
 if TYPE_CHECKING:
@@ -61,6 +61,7 @@ class WireUsage(msgspec.Struct, frozen=True):
 
 class _Message(msgspec.Struct, frozen=True):
     content: str | None = None
+    tool_calls: list[ToolCall] | None = None
 
 
 class _Choice(msgspec.Struct, frozen=True):
@@ -77,8 +78,23 @@ class _Completion(msgspec.Struct, frozen=True):
     error: ErrorObject | None = None
 
 
+class _FunctionDelta(msgspec.Struct, frozen=True):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCallDelta(msgspec.Struct, frozen=True):
+    """A fragment of a streamed tool call: the first carries id and name, later ones arguments."""
+
+    index: int = 0
+    id: str | None = None
+    type: str | None = None
+    function: _FunctionDelta | None = None
+
+
 class _Delta(msgspec.Struct, frozen=True):
     content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
 
 
 class _StreamChoice(msgspec.Struct, frozen=True):
@@ -101,6 +117,12 @@ class StreamChunk(msgspec.Struct, frozen=True):
         if self.choices and self.choices[0].delta is not None:
             return self.choices[0].delta.content or ""
         return ""
+
+    @property
+    def tool_calls(self) -> list[ToolCallDelta] | None:
+        if self.choices and self.choices[0].delta is not None:
+            return self.choices[0].delta.tool_calls
+        return None
 
     @property
     def finish_reason(self) -> str | None:
@@ -132,6 +154,9 @@ class Completion(msgspec.Struct, kw_only=True, frozen=True):
     generation_id: str | None
     usage: Usage
     latency_ms: float
+    tool_calls: list[ToolCall] | None = None
+    # The upstream's body as it sent it (non-streaming): relayed verbatim by `/v1`.
+    body: bytes = b""
 
 
 def status_for(upstream_status: int) -> tuple[int, str]:
@@ -360,6 +385,8 @@ class OpenRouterClient:
             generation_id=completion.id or response.headers.get("x-generation-id"),
             usage=(completion.usage or WireUsage()).public(),
             latency_ms=round(latency_ms, 1),
+            tool_calls=choice.message.tool_calls if choice.message else None,
+            body=response.content,
         )
 
     async def open_stream(self, key: str, payload: bytes) -> UpstreamStream:
@@ -397,8 +424,9 @@ class UpstreamStream:
         self.generation_id = response.headers.get("x-generation-id")
         self.saw_done = False
 
-    async def batches(self) -> AsyncIterator[list[StreamChunk]]:
-        """Decoded events, grouped by the network read that brought them, up to `[DONE]`.
+    async def batches(self) -> AsyncIterator[list[tuple[bytes, StreamChunk]]]:
+        """Events as sent and decoded, grouped by the network read that brought them, up to
+        `[DONE]`.
 
         Transport failures and timeouts surface as `UpstreamError`.
         """
@@ -406,13 +434,13 @@ class UpstreamStream:
             async for events in sse_batches(self._response.aiter_raw()):
                 if self.saw_done:
                     continue  # read to the end, so the connection goes back to the pool
-                batch: list[StreamChunk] = []
+                batch: list[tuple[bytes, StreamChunk]] = []
                 for data in events:
                     if data == DONE:
                         self.saw_done = True
                         break
                     try:
-                        batch.append(_chunk_decoder.decode(data))
+                        batch.append((data, _chunk_decoder.decode(data)))
                     except (msgspec.DecodeError, msgspec.ValidationError):
                         raise UpstreamError(
                             502, "upstream_error", "OpenRouter sent a stream event that is not JSON"

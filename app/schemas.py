@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
@@ -100,12 +100,37 @@ class ChatResponse(msgspec.Struct, kw_only=True, frozen=True):
     generation_id: Annotated[str, Meta(description="OpenRouter's generation id.")] | None
 
 
-class StoredMessage(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
-    """One message of a session, as kept in Redis and shown by the API."""
+# A message's content as OpenAI's API shapes it: text, or a list of parts (`text`,
+# `image_url`, ...); null only on an assistant message that calls tools.
+MessageContent = str | list[dict[str, Any]] | None
 
-    role: Literal["user", "assistant"]
-    content: str
+
+class ToolCallFunction(msgspec.Struct, kw_only=True, frozen=True):
+    name: str
+    arguments: Annotated[str, Meta(description="The arguments, as a JSON text.")]
+
+
+class ToolCall(msgspec.Struct, kw_only=True, frozen=True):
+    """A function call the model asked for; the `tool` message answering it names its `id`."""
+
+    id: str
+    type: str = "function"
+    function: ToolCallFunction
+
+
+class StoredMessage(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """One message of a session, as kept in Redis and shown by the API.
+
+    `/chat` stores text only; `/v1/chat/completions` also stores content parts, `name`, an
+    assistant's `tool_calls` and a tool result's `tool_call_id`, so tool calls round-trip.
+    """
+
+    role: Literal["user", "assistant", "tool"]
+    content: MessageContent
     timestamp: datetime
+    name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
     model: str | None = None
     tokens: int | None = None
     finish_reason: str | None = None
@@ -257,3 +282,49 @@ class Stats(msgspec.Struct, kw_only=True, frozen=True):
     sessions: Annotated[int, Meta(description="Entries in `chat:sessions`.")]
     usage_backlog: Annotated[int, Meta(description="Usage events not yet applied.")]
     worker: Literal["ok", "stale", "absent"]
+
+
+class CompletionMessage(msgspec.Struct, kw_only=True, frozen=True):
+    """One message of an OpenAI chat completion request, as far as a session stores it."""
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: MessageContent = None
+    name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+
+
+class CompletionRequest(msgspec.Struct, kw_only=True, frozen=True):
+    """OpenAI's chat completion request.
+
+    Every other field (`tools`, `tool_choice`, `top_p`, `stop`, `response_format`, and
+    OpenRouter's `models`, `provider`, `reasoning`, ...) is passed upstream untouched.
+    """
+
+    messages: Annotated[
+        list[dict[str, Any]],
+        Meta(
+            min_length=1,
+            description="OpenAI's message objects. With `X-Session-Id`, only the new ones.",
+        ),
+    ]
+    model: ModelId | None = None
+    stream: bool = False
+    temperature: Temperature | None = None
+    max_tokens: Annotated[int, Meta(ge=1)] | None = None
+    max_completion_tokens: Annotated[int, Meta(ge=1)] | None = None
+
+
+class OpenAIErrorDetail(msgspec.Struct, kw_only=True, frozen=True):
+    """What went wrong, as OpenAI's API says it."""
+
+    message: str
+    type: Annotated[str, Meta(description="OpenAI's kind, e.g. `invalid_request_error`.")]
+    code: Annotated[str, Meta(description="Ours, as `error.type` of the other routes.")]
+    param: Annotated[str, Meta(description="The request field at fault.")] | None = None
+
+
+class OpenAIErrorBody(msgspec.Struct, kw_only=True, frozen=True):
+    """The body of every error of the `/v1` routes."""
+
+    error: OpenAIErrorDetail

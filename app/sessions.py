@@ -14,11 +14,13 @@ from app.schemas import (
     AdminSessionDetail,
     AdminSessionPage,
     AdminSessionSummary,
+    MessageContent,
     SessionDetail,
     SessionPage,
     SessionSummary,
     SessionUsage,
     StoredMessage,
+    ToolCall,
 )
 from app.storage import awaited, lua_script
 
@@ -28,11 +30,14 @@ if TYPE_CHECKING:
     from app.ratelimit import Admission
 
 
-class HistoryMessage(msgspec.Struct, frozen=True):
+class HistoryMessage(msgspec.Struct, frozen=True, omit_defaults=True):
     """The part of a stored message that is sent upstream."""
 
     role: str
-    content: str
+    content: MessageContent
+    name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
 
 
 class History(msgspec.Struct, frozen=True):
@@ -41,14 +46,20 @@ class History(msgspec.Struct, frozen=True):
     system_prompt: str | None
     messages: list[HistoryMessage]
 
+    def upstream(self, system_prompt: str | None) -> list[HistoryMessage]:
+        """What goes upstream ahead of a turn's new messages: the system prompt, the history."""
+        head = [HistoryMessage("system", system_prompt)] if system_prompt else []
+        return [*head, *self.messages]
+
 
 class Turn(msgspec.Struct, kw_only=True, frozen=True):
-    """One committed exchange: the user's message and the answer."""
+    """One committed exchange: the new messages of the request (a user message, tool results,
+    ...) and the answer."""
 
     session_id: str
     owner: str
     turn_id: str
-    user: StoredMessage
+    messages: list[StoredMessage]
     assistant: StoredMessage
     title: str
     system_prompt: str | None
@@ -106,6 +117,10 @@ def parse_usage(raw: dict[bytes, bytes]) -> SessionUsage:
     )
 
 
+def commit_turn_script() -> str:
+    return lua_script("app", "commit_turn.lua", after=("day_tokens.lua",))
+
+
 class SessionStore:
     """Sessions in Redis, in the layout documented in `app.keys`."""
 
@@ -113,7 +128,7 @@ class SessionStore:
         self._redis = redis
         self._ttl_ms = ttl_ms
         self._history_cap = history_cap
-        self._commit = redis.register_script(lua_script("app", "commit_turn.lua"))
+        self._commit = redis.register_script(commit_turn_script())
         self._delete = redis.register_script(lua_script("app", "delete_session.lua"))
 
     async def load_history(
@@ -167,13 +182,13 @@ class SessionStore:
                 int(turn.assistant.timestamp.timestamp() * 1000),
                 self._ttl_ms,
                 self._history_cap,
-                _message_encoder.encode(turn.user),
-                _message_encoder.encode(turn.assistant),
                 turn.assistant.model or "",
                 turn.title,
                 turn.system_prompt or "",
                 turn.usage_record or b"",
                 (turn.assistant.tokens or 0) if turn.count_tokens else "",
+                *map(_message_encoder.encode, turn.messages),
+                _message_encoder.encode(turn.assistant),
             ],
         )
         if status == 0:

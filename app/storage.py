@@ -38,9 +38,11 @@ def create_redis(url: str, *, timeout_seconds: float, max_connections: int) -> R
     return Redis.from_pool(pool)
 
 
-def lua_script(package: str, name: str) -> str:
-    """The text of a Lua script shipped in `<package>/lua/<name>`."""
-    return files(package).joinpath("lua", name).read_text(encoding="utf-8")
+def lua_script(package: str, name: str, *, after: tuple[str, ...] = ()) -> str:
+    """The text of a Lua script shipped in `<package>/lua/<name>`, behind the scripts of
+    `after` (shared functions: Redis scripts cannot call one another)."""
+    folder = files(package).joinpath("lua")
+    return "".join(folder.joinpath(part).read_text(encoding="utf-8") for part in (*after, name))
 
 
 async def awaited(command: Awaitable[Any] | Any) -> Any:

@@ -17,16 +17,17 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 from litestar import Response
 from litestar.response.base import ASGIResponse
 from redis.exceptions import RedisError
 
-from app.errors import AppError, StorageUnavailable, UpstreamError
+from app.chat import chat_answer
+from app.errors import AppError, StorageUnavailable, UpstreamError, openai_detail
 from app.openrouter import Completion, ErrorObject, WireUsage
-from app.schemas import ChatResponse, ErrorDetail
+from app.schemas import ChatResponse, ErrorDetail, OpenAIErrorBody, ToolCall, ToolCallFunction
 from app.sse import KEEPALIVE, frame
 
 if TYPE_CHECKING:
@@ -36,7 +37,8 @@ if TYPE_CHECKING:
     from app.auth import Caller
     from app.chat import ChatService, PreparedTurn
     from app.context import RequestLog
-    from app.openrouter import StreamChunk, UpstreamStream
+    from app.openrouter import StreamChunk, ToolCallDelta, UpstreamStream
+    from app.schemas import StoredMessage
 
 logger = logging.getLogger("app.streaming")
 
@@ -67,13 +69,94 @@ def delta_event(text: str) -> bytes:
     return _DELTA_HEAD + _encoder.encode(text) + b"}\n\n"
 
 
+class EventFormat(Protocol):
+    """What a relay says to its client: `/chat`'s events, or OpenAI's chunks."""
+
+    def chunk(self, raw: bytes, chunk: StreamChunk, text: str) -> bytes | None:
+        """The bytes to send for one upstream event (`raw` as sent), if any."""
+
+    def done(self, turn: PreparedTurn, completion: Completion, saved: StoredMessage) -> bytes:
+        """The last event of a stream whose turn is committed."""
+
+    def error(self, error: AppError, request_id: str) -> bytes:
+        """The last event of a stream that broke after it began."""
+
+
+class ChatEvents:
+    """`/chat`'s stream: `delta` events with the text, then `done` or `error`."""
+
+    def chunk(self, raw: bytes, chunk: StreamChunk, text: str) -> bytes | None:
+        return delta_event(text) if text else None
+
+    def done(self, turn: PreparedTurn, completion: Completion, saved: StoredMessage) -> bytes:
+        answer = chat_answer(turn, completion, saved)
+        return frame(_encoder.encode(DoneEvent(**msgspec.structs.asdict(answer))))
+
+    def error(self, error: AppError, request_id: str) -> bytes:
+        return frame(_encoder.encode(ErrorEvent(error=error.detail(request_id))))
+
+
+CHAT_EVENTS = ChatEvents()
+OPENAI_DONE = b"data: [DONE]\n\n"
+
+
+class OpenAIEvents:
+    """OpenAI's stream: upstream's chunks as OpenRouter sent them (it speaks OpenAI's format),
+    `[DONE]` once the turn is committed, and errors in OpenAI's shape."""
+
+    def chunk(self, raw: bytes, chunk: StreamChunk, text: str) -> bytes | None:
+        if (
+            chunk.error is not None
+            or chunk.choice_error is not None
+            or chunk.finish_reason == "error"
+        ):
+            # Answered by an error event of ours: upstream's message is scrubbed of the key.
+            return None
+        # One event, even if its JSON came on several `data:` lines.
+        return b"".join((b"data: ", raw.replace(b"\n", b"\ndata: "), b"\n\n"))
+
+    def done(self, turn: PreparedTurn, completion: Completion, saved: StoredMessage) -> bytes:
+        return OPENAI_DONE
+
+    def error(self, error: AppError, request_id: str) -> bytes:
+        return frame(_encoder.encode(OpenAIErrorBody(error=openai_detail(error))))
+
+
+OPENAI_EVENTS = OpenAIEvents()
+
+
+class _ToolCallParts:
+    """One tool call, from its streamed fragments."""
+
+    __slots__ = ("arguments", "id", "name", "type")
+
+    def __init__(self) -> None:
+        self.id = ""
+        self.type = "function"
+        self.name = ""
+        self.arguments: list[str] = []
+
+    def add(self, delta: ToolCallDelta) -> None:
+        self.id = delta.id or self.id
+        self.type = delta.type or self.type
+        if delta.function is not None:
+            self.name = delta.function.name or self.name
+            if delta.function.arguments:
+                self.arguments.append(delta.function.arguments)
+
+    def call(self) -> ToolCall:
+        function = ToolCallFunction(name=self.name, arguments="".join(self.arguments))
+        return ToolCall(id=self.id, type=self.type, function=function)
+
+
 class _Received:
     """What the upstream stream has said so far."""
 
-    __slots__ = ("finish_reason", "generation_id", "model", "parts", "usage")
+    __slots__ = ("finish_reason", "generation_id", "model", "parts", "tool_calls", "usage")
 
     def __init__(self, model: str, generation_id: str | None) -> None:
         self.parts: list[str] = []
+        self.tool_calls: dict[int, _ToolCallParts] = {}
         self.model = model
         self.generation_id = generation_id
         self.finish_reason: str | None = None
@@ -83,6 +166,10 @@ class _Received:
         text = chunk.text
         if text:
             self.parts.append(text)
+        tool_calls = chunk.tool_calls
+        if tool_calls:
+            for delta in tool_calls:
+                self.tool_calls.setdefault(delta.index, _ToolCallParts()).add(delta)
         self.model = chunk.model or self.model
         self.generation_id = self.generation_id or chunk.id
         self.finish_reason = chunk.finish_reason or self.finish_reason
@@ -90,7 +177,9 @@ class _Received:
             self.usage = chunk.usage
         return text
 
-    def completion(self, started: float) -> Completion:
+    def completion(self, started: float, *, calls: bool = True) -> Completion:
+        """The answer so far; with `calls=False`, without its tool calls."""
+        tool_calls = [self.tool_calls[i].call() for i in sorted(self.tool_calls)] if calls else []
         return Completion(
             content="".join(self.parts),
             model=self.model,
@@ -98,6 +187,7 @@ class _Received:
             generation_id=self.generation_id,
             usage=self.usage.public(),
             latency_ms=round((time.perf_counter() - started) * 1000, 1),
+            tool_calls=tool_calls or None,
         )
 
 
@@ -121,10 +211,12 @@ class StreamRelay:
         caller: Caller,
         turn: PreparedTurn,
         upstream: UpstreamStream,
+        events: EventFormat,
         keepalive_seconds: float,
         log: RequestLog,
     ) -> None:
         self._chat = chat
+        self._events = events
         self._caller = caller
         self._turn = turn
         self._upstream = upstream
@@ -173,10 +265,11 @@ class StreamRelay:
         try:
             async for batch in self._upstream.batches():
                 out: list[bytes] = []
-                for chunk in batch:
+                for raw, chunk in batch:
                     # Text first: what is saved of a failed answer is what the client got.
-                    if text := self._received.add(chunk):
-                        out.append(delta_event(text))
+                    event = self._events.chunk(raw, chunk, self._received.add(chunk))
+                    if event is not None:
+                        out.append(event)
                     error = chunk.error or chunk.choice_error
                     if error is not None or chunk.finish_reason == "error":
                         if out:
@@ -203,16 +296,14 @@ class StreamRelay:
             )
             return
         self._committing = True
+        completion = self._received.completion(self._upstream.started)
         try:
-            answer = await self._chat.commit(
-                self._caller, self._turn, self._received.completion(self._upstream.started)
-            )
+            saved = await self._chat.commit(self._caller, self._turn, completion)
         except RedisError:
             logger.warning("could not save a streamed turn: redis unavailable")
             await self._send(send, self._error_event(StorageUnavailable()))
             return
-        done = DoneEvent(**msgspec.structs.asdict(answer))
-        await self._send(send, frame(_encoder.encode(done)))
+        await self._send(send, self._events.done(self._turn, completion, saved))
 
     async def _failed(self, send: Send, error: AppError) -> None:
         """The client gets the error event; text already produced is saved, marked."""
@@ -233,11 +324,13 @@ class StreamRelay:
             if status != 200:
                 await self._chat.record_failure(self._turn.model, status)
             return
+        # A tool call cut short cannot be answered: of a partial answer, only the text is kept.
+        completion = self._received.completion(self._upstream.started, calls=False)
         try:
             await self._chat.commit(
                 self._caller,
                 self._turn,
-                self._received.completion(self._upstream.started),
+                completion,
                 interrupted=interrupted,
                 error=error,
                 status=status,
@@ -248,7 +341,7 @@ class StreamRelay:
             )
 
     def _error_event(self, error: AppError) -> bytes:
-        return frame(_encoder.encode(ErrorEvent(error=error.detail(self._log.request_id))))
+        return self._events.error(error, self._log.request_id)
 
 
 class _EventStreamASGI(ASGIResponse):
@@ -271,8 +364,10 @@ class EventStream(Response[bytes]):
 
     __slots__ = ("relay",)
 
-    def __init__(self, relay: StreamRelay) -> None:
-        super().__init__(b"", media_type="text/event-stream", headers=STREAM_HEADERS)
+    def __init__(self, relay: StreamRelay, headers: dict[str, str] | None = None) -> None:
+        super().__init__(
+            b"", media_type="text/event-stream", headers={**STREAM_HEADERS, **(headers or {})}
+        )
         self.relay = relay
 
     def to_asgi_response(

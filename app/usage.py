@@ -10,7 +10,7 @@ import msgspec
 from redis.exceptions import RedisError
 
 from app import keys
-from app.storage import awaited
+from app.storage import awaited, lua_script
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -45,10 +45,34 @@ usage_event_encoder = msgspec.json.Encoder()
 
 
 class UsageInbox:
-    """Failed calls go to the worker's inbox; committed turns get there inside the commit."""
+    """Failed calls and turns without a session go to the worker's inbox from here; turns of a
+    session get there inside their commit."""
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
+        self._pass_through = redis.register_script(
+            lua_script("app", "pass_through.lua", after=("day_tokens.lua",))
+        )
+
+    async def passed_through(self, event: UsageEvent, owner: str | None) -> int | None:
+        """A turn that stores no session still counts in the metrics and, given the `owner`
+        of a token limit, in the owner's tokens of the day (returned). Best effort: the
+        turn was answered (and billed) whether or not Redis takes the event."""
+        record = usage_event_encoder.encode(event)
+        try:
+            if owner is None:
+                await awaited(self._redis.rpush(keys.USAGE_INBOX, record))
+                return None
+            used = await self._pass_through(
+                keys=[keys.USAGE_INBOX, keys.owner_limit(owner)],
+                args=[record, event.total_tokens],
+            )
+            return int(used)
+        except RedisError:
+            logger.warning(
+                "could not record a turn's usage", extra={"fields": {"status": event.status}}
+            )
+            return None
 
     async def failed(self, model: str, status: int) -> None:
         """Best effort: the client must see the upstream's error, not a storage error."""

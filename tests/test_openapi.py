@@ -20,8 +20,10 @@ ENDPOINTS = [
     ("get", "/sessions/{session_id}"),
     ("delete", "/sessions/{session_id}"),
     ("get", "/health"),
+    ("post", "/v1/chat/completions"),
+    ("get", "/v1/models"),
 ]
-AUTHENTICATED = [e for e in ENDPOINTS if e[1].startswith(("/chat", "/sessions"))]
+AUTHENTICATED = [e for e in ENDPOINTS if e[1].startswith(("/chat", "/sessions", "/v1/chat"))]
 CHAT_ERRORS = ["400", "401", "404", "413", "429", "502", "503", "504"]
 SESSION_ERRORS = {
     ("get", "/sessions"): ["400", "401", "503"],
@@ -228,6 +230,23 @@ def test_models_error_responses_use_the_error_body(document: dict[str, Any], sta
 
     assert_error_body(document, responses[status])
     assert "304" in responses
+
+
+@pytest.mark.parametrize("status", ["400", "401", "404", "429", "502", "503"])
+def test_v1_errors_use_openais_error_body(document: dict[str, Any], status: str) -> None:
+    response = operation(document, "post", "/v1/chat/completions")["responses"][status]
+
+    body = json_schema_of(document, response)
+    detail = resolve(document, body["properties"]["error"])
+    assert set(detail["required"]) >= {"message", "type", "code"}
+
+
+def test_v1_documents_the_session_header(document: dict[str, Any]) -> None:
+    params = operation(document, "post", "/v1/chat/completions")["parameters"]
+
+    [header] = [p for p in params if p["in"] == "header" and p["name"] == "X-Session-Id"]
+    assert header["required"] is False
+    assert "new" in header["description"]
 
 
 def test_health_documents_its_503(document: dict[str, Any]) -> None:

@@ -335,3 +335,59 @@ def test_the_admission_script_allows_exactly_a_burst_of_the_limit(
         assert 0 < refused[3] <= 60_000 / per_minute + 1
     else:
         assert per_minute >= 60
+
+
+def completion(
+    http: httpx.Client, key: str, session: str | None = None, **body: Any
+) -> httpx.Response:
+    """A turn through the OpenAI-compatible route, with memory when `session` is given."""
+    headers = bearer(key) | ({"X-Session-Id": session} if session else {})
+    return http.post(
+        "/v1/chat/completions",
+        json={"messages": [{"role": "user", "content": "hi"}], **body},
+        headers=headers,
+    )
+
+
+@pytest.mark.parametrize("session", [None, "new"])
+def test_openai_route_turns_share_the_limit_of_chat_turns(
+    start_api: Callable[..., WebProcess], standin: StandinServer, api_key: str, session: str | None
+) -> None:
+    with httpx.Client(base_url=start_api(RATE_LIMIT_PER_MINUTE="3").url, timeout=30) as http:
+        first = turn(http, api_key)
+        answers = [completion(http, api_key, session) for _ in range(3)]
+
+    assert first.status_code == 200
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert [header(a, "x-ratelimit-remaining") for a in answers] == [1, 0, 0]
+    refused = answers[-1]
+    assert refused.json()["error"]["code"] == "rate_limited"  # OpenAI's error shape on /v1
+    assert header(refused, "retry-after") >= 1
+    assert len(standin.control.requests(api_key)) == 3
+
+
+def test_pass_through_turns_count_against_the_daily_token_limit(
+    start_api: Callable[..., WebProcess],
+    redis_client: redis.Redis,
+    standin: StandinServer,
+    api_key: str,
+) -> None:
+    web = start_api(RATE_LIMIT_PER_MINUTE="0", TOKEN_LIMIT_PER_DAY="30")
+    standin.control.script(api_key, *[{"content": "one two three four five six"}] * 10)
+    with httpx.Client(base_url=web.url, timeout=30) as http:
+        answers: list[httpx.Response] = []
+        while not answers or answers[-1].status_code == 200:
+            answers.append(completion(http, api_key))
+            assert len(answers) <= 10, "the token limit never refused a turn"
+    *admitted, refused = answers
+
+    used = sum(answer.json()["usage"]["total_tokens"] for answer in admitted)
+    assert used >= 30
+    assert header(admitted[-1], "x-ratelimit-remaining-tokens") == max(30 - used, 0)
+    assert refused.status_code == 429
+    assert "token limit" in refused.json()["error"]["message"]
+    r: Any = redis_client
+    assert int(r.hget(limit_key(api_key), "tokens")) == used
+    # Nothing of a session was written: only the usage events, for the worker.
+    assert not r.keys("chat:{*")
+    assert r.llen("chat:usage:inbox") == len(admitted)

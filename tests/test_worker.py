@@ -18,8 +18,9 @@ from arq import create_pool
 from arq.connections import RedisSettings
 
 from app.auth import owner_id
+from app.sessions import commit_turn_script
 from tests.conftest import SESSION_SECRET, base_env, bearer
-from tests.support.processes import ROOT, ProcfileProcess
+from tests.support.processes import ProcfileProcess
 from tests.support.redis_server import RedisServer
 
 if TYPE_CHECKING:
@@ -340,7 +341,7 @@ def test_drain_delivered_again_counts_nothing_twice(
 def test_retried_commit_adds_one_message_pair_and_one_usage_event(
     client: httpx.Client, api_key: str, redis_client: redis.Redis, start_worker: StartWorker
 ) -> None:
-    commit = redis_client.register_script((ROOT / "app" / "lua" / "commit_turn.lua").read_text())
+    commit = redis_client.register_script(commit_turn_script())
     owner = owner_id(api_key, SESSION_SECRET.encode())
     session_id, turn_id = uuid.uuid4().hex, uuid.uuid4().hex
     now = datetime.now(UTC)
@@ -354,10 +355,10 @@ def test_retried_commit_adds_one_message_pair_and_one_usage_event(
             f"chat:owner:{owner}:sessions", INBOX, "chat:owners",
             f"chat:limit:{{{owner}}}"]  # fmt: skip
     args: list[str | int] = [session_id, owner, turn_id, now_ms, 3_600_000, 50,
+            DEFAULT_MODEL, "hi", "", json.dumps(event), "",
             json.dumps({"role": "user", "content": "hi", "timestamp": stamp}),
             json.dumps({"role": "assistant", "content": "hello", "timestamp": stamp,
-                        "model": DEFAULT_MODEL}),
-            DEFAULT_MODEL, "hi", "", json.dumps(event), ""]  # fmt: skip
+                        "model": DEFAULT_MODEL})]  # fmt: skip
 
     assert commit(keys=keys, args=args) == [1, 2, -1]
     # The same turn id again, as a retried call would send it.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from litestar import Request, post
@@ -15,16 +15,18 @@ from app.controllers import responses
 from app.errors import InvalidRequest, from_msgspec
 from app.schemas import ChatRequest, ChatResponse
 from app.services import Services
-from app.streaming import EventStream, StreamRelay
+from app.streaming import CHAT_EVENTS, EventStream, StreamRelay
+
+T = TypeVar("T")
 
 
-def parse_chat_body(body: bytes) -> tuple[ChatRequest, dict[str, Any]]:
+def parse_body(body: bytes, kind: type[T]) -> tuple[T, dict[str, Any]]:
     """The request, typed strictly, and the raw fields (the extras go upstream as sent)."""
     raw = msgspec.json.decode(body)
     if not isinstance(raw, dict):
         raise InvalidRequest("the request body must be a JSON object")
     try:
-        return msgspec.convert(raw, ChatRequest), raw
+        return msgspec.convert(raw, kind), raw
     except msgspec.ValidationError as exc:
         raise from_msgspec(exc) from None
 
@@ -97,7 +99,7 @@ async def chat(
     log = request_log(request.scope)
     log.session_id = data.session_id
     # Litestar's conversion of `data` is lenient ("10" would pass as 10): read it again, strictly.
-    data, extras = parse_chat_body(await request.body())
+    data, extras = parse_body(await request.body(), ChatRequest)
     chat = services.chat
     if data.stream:
         turn, upstream = await chat.open_stream(caller, data, extras)
@@ -107,6 +109,7 @@ async def chat(
                 caller=caller,
                 turn=turn,
                 upstream=upstream,
+                events=CHAT_EVENTS,
                 keepalive_seconds=services.settings.stream_keepalive_seconds,
                 log=log,
             )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from litestar import MediaType, Request, Response, get
@@ -10,6 +10,9 @@ from litestar.openapi import ResponseSpec
 
 from app.controllers import responses
 from app.services import Services
+
+if TYPE_CHECKING:
+    from app.catalog import ModelList
 
 
 class ModelListDoc(msgspec.Struct):
@@ -46,7 +49,17 @@ async def list_models(
     down the last copy is served (`X-Cache: stale`).
     """
     models = await services.catalog.get()
-    etag = f'"{models.etag}"'
+    return cached_response(request, models, models.body, f'"{models.etag}"', services)
+
+
+def cached_response(
+    request: Request[Any, Any, Any],
+    models: ModelList,
+    body: bytes,
+    etag: str,
+    services: Services,
+) -> Response[bytes]:
+    """A copy of the model list with its cache headers, or 304 when the client has it."""
     max_age = models.max_age(services.settings.models_cache_seconds)
     headers = {
         "ETag": etag,
@@ -55,4 +68,4 @@ async def list_models(
     }
     if request.headers.get("if-none-match") == etag:
         return Response(b"", status_code=304, headers=headers)
-    return Response(models.body, media_type=MediaType.JSON, headers=headers)
+    return Response(body, media_type=MediaType.JSON, headers=headers)

@@ -1,9 +1,10 @@
--- Commit one turn atomically: both messages, the trim, the TTLs, the indexes, the usage record.
+-- Commit one turn atomically: its messages, the trim, the TTLs, the indexes, the usage record.
 -- KEYS: meta, messages, turns, usage, all-sessions index, owner index, usage inbox, owners,
 --       the owner's limit hash
--- ARGV: session id, owner, turn id, now (ms), ttl (ms), history cap, user message JSON,
---       assistant message JSON, model, title, system prompt ('' keeps the stored one),
---       usage record JSON ('' for none), tokens counted against the owner's day ('' for none)
+-- ARGV: session id, owner, turn id, now (ms), ttl (ms), history cap, model, title,
+--       system prompt ('' keeps the stored one), usage record JSON ('' for none),
+--       tokens counted against the owner's day ('' for none),
+--       then the turn's messages as JSON, oldest first, the answer last
 -- Returns {1, message count, tokens used today} when committed, {2, message count, -1} when
 -- this turn id was already committed (a retried call), {0, 0, -1} when another owner holds
 -- the session. Tokens used today is -1 when they are not counted.
@@ -11,6 +12,7 @@ local meta, messages, turns, usage, all_index, owner_index, inbox, owners, limit
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local session_id, owner, turn_id, now, ttl, cap =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
+local FIRST_MESSAGE = 12
 
 local current = redis.call('HGET', meta, 'owner')
 if current and current ~= owner then
@@ -20,16 +22,46 @@ if redis.call('LPOS', turns, turn_id) then
   return {2, redis.call('LLEN', messages), -1}
 end
 
-if not current then
-  redis.call('HSET', meta, 'owner', owner, 'created', now, 'title', ARGV[10])
+local function role_at(index)
+  local ok, message = pcall(cjson.decode, redis.call('LINDEX', messages, index))
+  return ok and type(message) == 'table' and message.role or nil
 end
-redis.call('RPUSH', messages, ARGV[7], ARGV[8])
-redis.call('LTRIM', messages, -cap, -1)
+
+-- Drop the oldest turns: at most `cap` messages are kept, starting at a user message, so a
+-- tool result never loses the call it answers. With no user message among the last `cap`
+-- (one long run of tool calls), the cut is plain and skips leading tool results.
+local function trim(count)
+  local cut = nil
+  for index = count - cap, count - 1 do
+    if role_at(index) == 'user' then
+      cut = index
+      break
+    end
+  end
+  if not cut then
+    cut = count - cap
+    while cut < count - 1 and role_at(cut) == 'tool' do
+      cut = cut + 1
+    end
+  end
+  redis.call('LTRIM', messages, cut, -1)
+  return count - cut
+end
+
+if not current then
+  redis.call('HSET', meta, 'owner', owner, 'created', now, 'title', ARGV[8])
+end
+for index = FIRST_MESSAGE, #ARGV do
+  redis.call('RPUSH', messages, ARGV[index])
+end
 local count = redis.call('LLEN', messages)
+if count > cap then
+  count = trim(count)
+end
 redis.call('HINCRBY', meta, 'turns', 1)
-redis.call('HSET', meta, 'updated', now, 'model', ARGV[9], 'message_count', count)
-if ARGV[11] ~= '' then
-  redis.call('HSET', meta, 'system_prompt', ARGV[11])
+redis.call('HSET', meta, 'updated', now, 'model', ARGV[7], 'message_count', count)
+if ARGV[9] ~= '' then
+  redis.call('HSET', meta, 'system_prompt', ARGV[9])
 end
 redis.call('LPUSH', turns, turn_id)
 redis.call('LTRIM', turns, 0, 15)
@@ -40,24 +72,12 @@ end
 redis.call('ZADD', all_index, now, session_id)
 redis.call('ZADD', owner_index, now, session_id)
 redis.call('ZADD', owners, now, owner)
-if ARGV[12] ~= '' then
-  redis.call('RPUSH', inbox, ARGV[12])
+if ARGV[10] ~= '' then
+  redis.call('RPUSH', inbox, ARGV[10])
 end
 
--- The day's tokens, in the hash admit_turn.lua reads (same clock, same UTC day).
 local used = -1
-if ARGV[13] ~= '' then
-  local DAY = 86400000
-  local clock = redis.call('TIME')
-  local now_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-  local day = math.floor(now_ms / DAY)
-  if tonumber(redis.call('HGET', limit, 'day')) ~= day then
-    redis.call('HSET', limit, 'day', day, 'tokens', 0)
-  end
-  used = redis.call('HINCRBY', limit, 'tokens', tonumber(ARGV[13]))
-  local day_left = (day + 1) * DAY - now_ms
-  if redis.call('PTTL', limit) < day_left then
-    redis.call('PEXPIRE', limit, day_left)
-  end
+if ARGV[11] ~= '' then
+  used = add_day_tokens(limit, tonumber(ARGV[11]))
 end
 return {1, count, used}

@@ -157,6 +157,7 @@ async def _complete(
         finish_reason=finish_reason,
         usage_body=usage,
         error=step.choice_error,
+        tool_calls=step.tool_calls,
     )
     generation.tokens_completion = usage["completion_tokens"]
     generation.total_cost = usage["cost"]

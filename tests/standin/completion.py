@@ -107,7 +107,11 @@ def plan_completion(
 ) -> Completion:
     reported = step.model or served
     price = catalogue.price(reported if catalogue.knows(reported) else served)
-    text = step.content if step.content is not None else echo_text(request.messages)
+    if step.content is not None:
+        text = step.content
+    else:
+        # A reply that calls tools says nothing, as models mostly do.
+        text = "" if step.tool_calls else echo_text(request.messages)
     pieces = wire.word_pieces(text)
     truncated = request.max_tokens is not None and wire.word_count(text) > request.max_tokens
     if truncated:
@@ -118,7 +122,8 @@ def plan_completion(
         model=reported,
         provider=provider_name(reported),
         pieces=pieces,
-        finish_reason=step.finish_reason or ("length" if truncated else "stop"),
+        finish_reason=step.finish_reason
+        or ("tool_calls" if step.tool_calls else "length" if truncated else "stop"),
         prompt_tokens=prompt_tokens(request.messages),
         price=price,
     )

@@ -40,6 +40,8 @@ class Step(Reply, kw_only=True, frozen=True, forbid_unknown_fields=True):
     body_error: dict[str, Any] | None = None
     choice_error: dict[str, Any] | None = None
     content: str | None = None
+    # OpenAI-style calls (`id`, `type`, `function{name, arguments}`); finish_reason `tool_calls`.
+    tool_calls: list[dict[str, Any]] | None = None
     finish_reason: str | None = None
     model: str | None = None
     fallback: bool = False

@@ -67,6 +67,9 @@ class StreamSender:
                 return self._cancelled()
             await ex.write(self.chunks.content(pieces[emitted]))
             self.sent += 1
+        for index, call in enumerate(step.tool_calls or []):
+            for fragment in self.chunks.tool_call_fragments(index, call):
+                await ex.write(fragment)
         finish_reason = self.completion.finish_reason
         if not step.no_finish:
             await ex.write(self.chunks.finish(finish_reason))

@@ -159,13 +159,22 @@ def completion(
     finish_reason: str,
     usage_body: dict[str, Any],
     error: dict[str, Any] | None = None,
+    tool_calls: list[dict[str, Any]] | None = None,
 ) -> bytes:
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": content,
+        "refusal": None,
+        "reasoning": None,
+    }
+    if tool_calls:
+        message["tool_calls"] = [{"index": i, **call} for i, call in enumerate(tool_calls)]
     choice: dict[str, Any] = {
         "index": 0,
         "logprobs": None,
         "finish_reason": finish_reason,
         "native_finish_reason": finish_reason,
-        "message": {"role": "assistant", "content": content, "refusal": None, "reasoning": None},
+        "message": message,
     }
     if error is not None:
         choice["error"] = error
@@ -216,6 +225,31 @@ class ChunkWriter:
 
     def content(self, text: str) -> bytes:
         return self._chunk([self._choice(text)])
+
+    def tool_call_fragments(self, index: int, call: dict[str, Any]) -> list[bytes]:
+        """One call as OpenRouter streams it: id, type and name first, then the arguments in
+        two pieces keyed by `index` alone."""
+        function = call.get("function") or {}
+        arguments = str(function.get("arguments", ""))
+        half = len(arguments) // 2
+        head = {"index": index, "id": call.get("id"), "type": call.get("type", "function"),
+                "function": {"name": function.get("name"), "arguments": ""}}  # fmt: skip
+        pieces = [head] + [
+            {"index": index, "function": {"arguments": piece}}
+            for piece in (arguments[:half], arguments[half:])
+            if piece
+        ]
+        return [self._chunk([self._tool_choice(piece)]) for piece in pieces]
+
+    @staticmethod
+    def _tool_choice(fragment: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "index": 0,
+            "delta": {"role": "assistant", "content": None, "tool_calls": [fragment]},
+            "finish_reason": None,
+            "native_finish_reason": None,
+            "logprobs": None,
+        }
 
     def finish(self, finish_reason: str) -> bytes:
         return self._chunk([self._choice("", finish_reason)])
