@@ -19,6 +19,7 @@ from app.controllers.docs import docs_handlers
 from app.controllers.health import health
 from app.controllers.models import list_models
 from app.controllers.sessions import SessionController
+from app.controllers.ui import ui_router
 from app.dependencies import dependencies
 from app.errors import exception_handlers
 from app.logs import configure_logging
@@ -81,6 +82,8 @@ def create_litestar(settings: Settings) -> Litestar:
     ]
     if settings.admin_token:
         handlers.append(AdminController)
+    if settings.serve_ui:
+        handlers.append(ui_router())
     return Litestar(
         route_handlers=handlers,
         dependencies=dependencies,

@@ -1,0 +1,101 @@
+// The side list of the caller's sessions (GET /sessions): open one, delete one, page on.
+
+import {sessionTotals} from './conversation.js';
+import {ago} from './format.js';
+
+const PAGE = 50;
+
+export class SessionList {
+  /** `onOpen(id)` and `onDelete(summary)` are called when the user picks or deletes one. */
+  constructor({list, note, more, onOpen, onDelete}) {
+    this.list = list;
+    this.note = note;
+    this.more = more;
+    this.onOpen = onOpen;
+    this.onDelete = onDelete;
+    this.sessions = [];
+    this.activeId = null;
+    this.nextOffset = null;
+    more.addEventListener('click', () => this.loadMore());
+  }
+
+  /** The first page again (after a turn, a delete, a new key). */
+  async refresh(api) {
+    this.api = api;
+    const page = await api.sessions(0, PAGE);
+    this.sessions = page.sessions;
+    this.nextOffset = page.next_offset;
+    this.render();
+  }
+
+  async loadMore() {
+    if (this.nextOffset === null) return;
+    const page = await this.api.sessions(this.nextOffset, PAGE);
+    const known = new Set(this.sessions.map((session) => session.session_id));
+    this.sessions.push(...page.sessions.filter((session) => !known.has(session.session_id)));
+    this.nextOffset = page.next_offset;
+    this.render();
+  }
+
+  setActive(id) {
+    this.activeId = id;
+    for (const item of this.list.children) {
+      const open = item.querySelector('.session-open');
+      if (item.dataset.sessionId === id) open.setAttribute('aria-current', 'page');
+      else open.removeAttribute('aria-current');
+    }
+  }
+
+  /**
+   * Lists a session the page knows the server is saving: a stopped answer is committed
+   * moments after the page hangs up, so a listing made at once may not have it yet.
+   */
+  ensure(id, title) {
+    if (this.sessions.some((session) => session.session_id === id)) return;
+    const now = new Date().toISOString();
+    this.sessions.unshift({session_id: id, title, updated_at: now, usage: null});
+    this.render();
+  }
+
+  remove(id) {
+    this.sessions = this.sessions.filter((session) => session.session_id !== id);
+    this.render();
+  }
+
+  render() {
+    const items = this.sessions.map((session) => this.item(session));
+    this.list.replaceChildren(...items);
+    this.note.hidden = this.sessions.length > 0;
+    this.more.hidden = this.nextOffset === null;
+    this.setActive(this.activeId);
+  }
+
+  item(session) {
+    const item = document.createElement('li');
+    item.className = 'session';
+    item.dataset.sessionId = session.session_id;
+
+    const open = document.createElement('button');
+    open.type = 'button';
+    open.className = 'session-open';
+    const title = document.createElement('span');
+    title.className = 'session-title';
+    title.textContent = session.title || 'Untitled';
+    const detail = document.createElement('span');
+    detail.className = 'session-detail';
+    const totals = sessionTotals(session.usage);
+    detail.textContent = [ago(session.updated_at), totals].filter(Boolean).join(' · ');
+    open.append(title, detail);
+    open.addEventListener('click', () => this.onOpen(session.session_id));
+
+    const remove = document.createElement('button');
+    remove.type = 'button';
+    remove.className = 'icon-button session-delete';
+    remove.setAttribute('aria-label', `Delete “${session.title || 'Untitled'}”`);
+    remove.title = 'Delete';
+    remove.addEventListener('click', () => this.onDelete(session));
+
+    item.append(open, remove);
+    return item;
+  }
+}
