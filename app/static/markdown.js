@@ -250,16 +250,18 @@ function appendLink(parent, href, label, raw, inLink) {
   const url = safeUrl(href);
   if (inLink) {
     appendText(parent, raw);
-  } else if (url === null) {
-    // Not a link we will make: the label stays, as plain text.
-    renderInline(label || href, element('span', parent, 'unsafe-link'), true);
-  } else {
-    const anchor = element('a', parent);
-    anchor.href = url;
-    anchor.target = '_blank';
-    anchor.rel = 'noopener noreferrer nofollow';
-    renderInline(label || url, anchor, true);
+    return;
   }
+  // Not a link we will make: the label stays, as plain text.
+  const target = url === null ? element('span', parent, 'unsafe-link') : element('a', parent);
+  if (url !== null) {
+    target.href = url;
+    target.target = '_blank';
+    target.rel = 'noopener noreferrer nofollow';
+  }
+  // A URL shown as itself is text as written: its underscores are not emphasis.
+  if (label) renderInline(label, target, true);
+  else appendText(target, href);
 }
 
 /** Inline Markdown of `text` into `parent`; inside a link (`inLink`) no other link is made. */
