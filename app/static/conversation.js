@@ -68,6 +68,8 @@ export class Answer {
     element('p', card, 'error-text', description.text);
     if (description.detail) element('p', card, 'muted', description.detail);
     if (error.requestId) element('p', card, 'muted request-id', `Request id ${error.requestId}`);
+    const wait = element('p', card, 'wait');
+    wait.hidden = true;
     const actions = element('div', card, 'error-actions');
     if (description.action === 'token') {
       const button = element('button', actions, 'button subtle', 'Enter another key');
@@ -78,25 +80,27 @@ export class Answer {
       const button = element('button', actions, 'button subtle', 'Retry');
       button.type = 'button';
       button.onclick = retry;
-      if (description.wait) countdown(card, button, description.wait);
+      if (description.wait) countdown(wait, button, description.wait);
     }
   }
 }
 
-/** "Try again in N s", counting down; Retry is enabled when the wait is over. */
-function countdown(card, button, seconds) {
-  const line = element('p', card, 'wait');
+/** "Try again in N s" in `line`, counting down; Retry is enabled when the wait is over. */
+function countdown(line, button, seconds) {
   let left = Math.ceil(seconds);
+  line.hidden = false;
   button.disabled = true;
   const tick = () => {
-    if (left <= 0 || !card.isConnected) {
+    if (!line.isConnected) {
       clearInterval(timer);
-      line.textContent = card.isConnected ? 'You can try again now.' : '';
+    } else if (left <= 0) {
+      clearInterval(timer);
+      line.textContent = 'You can try again now.';
       button.disabled = false;
-      return;
+    } else {
+      line.textContent = `Try again in ${left} s.`;
+      left -= 1;
     }
-    line.textContent = `Try again in ${left} s.`;
-    left -= 1;
   };
   const timer = setInterval(tick, 1000);
   tick();
@@ -145,6 +149,12 @@ export class Conversation {
     const article = element('article', this.list, 'message user');
     element('p', element('div', article, 'bubble'), 'user-text', text);
     return article;
+  }
+
+  /** Marks a question the server refused: it is not part of the conversation. */
+  unsent(question) {
+    question.classList.add('unsent');
+    element('p', question, 'note', 'Not sent');
   }
 
   addAnswer() {

@@ -59,9 +59,9 @@ class ChatPage {
       }
     });
     document.addEventListener('keydown', (event) => {
-      if (event.key === 'Escape' && this.streaming && !document.querySelector('dialog[open]')) {
-        this.stop();
-      }
+      if (event.key !== 'Escape' || document.querySelector('dialog[open]')) return;
+      if (document.body.classList.contains('drawer-open')) this.toggleDrawer(false);
+      else if (this.streaming) this.stop();
     });
     $('stop').addEventListener('click', () => this.stop());
     $('new-chat').addEventListener('click', () => this.startNew());
@@ -263,6 +263,7 @@ class ChatPage {
   fail(answer, error, message, question) {
     const description = describeError(error);
     if (description.action === 'token') this.draft = message;
+    if (!error.midStream) this.conversation.unsent(question);
     answer.failed(error, {
       retry: () => {
         // A turn that failed before its answer began left nothing on the server: send it again.
@@ -311,10 +312,16 @@ class ChatPage {
   }
 
   toggleDrawer(force) {
-    const open = force ?? !document.body.classList.contains('drawer-open');
+    const wasOpen = document.body.classList.contains('drawer-open');
+    const open = force ?? !wasOpen;
     document.body.classList.toggle('drawer-open', open);
     $('menu-button').setAttribute('aria-expanded', String(open));
     $('scrim').hidden = !open;
+    // On a phone the drawer covers the page: the focus goes in with it and back out.
+    if (open && !wasOpen) $('new-chat').focus();
+    else if (wasOpen && !open && $('sidebar').contains(document.activeElement)) {
+      $('menu-button').focus();
+    }
   }
 }
 

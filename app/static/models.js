@@ -52,7 +52,9 @@ export class ModelPicker {
   setModels(models) {
     this.models = models;
     this.byId = new Map(models.map((model) => [model.id, model]));
-    this.showValue();
+    // The list may arrive while someone is already searching: their query stays.
+    if (this.list.hidden) this.showValue();
+    else this.open();
   }
 
   unavailable() {
