@@ -158,7 +158,19 @@ export class Api {
           });
         }
         if (chunk.done) break;
-        for (const event of parser.push(chunk.value)) {
+        let events;
+        try {
+          events = parser.push(chunk.value);
+        } catch {
+          throw new ApiError({
+            status: 0,
+            type: 'bad_event',
+            message: 'the server sent an event this page cannot read',
+            requestId,
+            midStream: true,
+          });
+        }
+        for (const event of events) {
           if (event.type === 'delta') yield event;
           else if (event.type === 'done') return event;
           else if (event.type === 'error') {

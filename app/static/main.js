@@ -167,7 +167,8 @@ class ChatPage {
 
   confirmDelete(summary) {
     const dialog = $('delete-dialog');
-    $('delete-text').textContent = `“${summary.title || 'Untitled'}” and all its messages are removed from the server.`;
+    const title = summary.title || 'Untitled';
+    $('delete-text').textContent = `“${title}” and all its messages are removed from the server.`;
     dialog.returnValue = '';
     dialog.addEventListener(
       'close',
@@ -239,7 +240,10 @@ class ChatPage {
         this.conversation.scrollToEnd();
       }
     } catch (error) {
-      if (!(error instanceof ApiError) && !controller.signal.aborted) throw error;
+      if (!(error instanceof ApiError) && !controller.signal.aborted) {
+        answer.settle('error');
+        throw error;
+      }
       // A stopped or broken answer is saved with the text that had arrived, if any.
       saved ||= answer.text.length > 0 && (controller.signal.aborted || error.midStream);
       if (controller.signal.aborted) answer.stopped();
