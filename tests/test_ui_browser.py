@@ -16,8 +16,9 @@ import httpx
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from tests.conftest import bearer
+from tests.conftest import base_env, bearer
 from tests.support.browser import ChatPage, PageProblems, launch
+from tests.support.processes import ProcfileProcess
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -459,7 +460,7 @@ def background(chat: ChatPage) -> tuple[int, ...]:
 
 
 def test_a_conversation_in_light_dark_and_phone_width(
-    open_page: OpenPage, api: WebProcess, api_key: str, standin: StandinServer
+    open_page: OpenPage, api: WebProcess, api_key: str, standin: StandinServer, redis_url: str
 ) -> None:
     """Saves the README's screenshots, and checks each layout can be read and used."""
     SCREENSHOTS.mkdir(exist_ok=True)
@@ -488,8 +489,26 @@ def test_a_conversation_in_light_dark_and_phone_width(
     assert background(light) == (255, 255, 255)
     light.page.screenshot(path=SCREENSHOTS / "conversation.png", animations="disabled")
 
+    # With the worker's usage counted, the side list shows each session's totals.
+    with (
+        ProcfileProcess("worker", base_env(redis_url, standin)),
+        httpx.Client(base_url=api.url, headers=bearer(api_key), timeout=10) as http,
+    ):
+        eventually(
+            lambda: all(
+                session["usage"]["turns"] == session["message_count"] // 2
+                for session in http.get("/sessions").json()["sessions"]
+            ),
+            "the worker's usage counts",
+        )
     dark = open_page(color_scheme="dark")
     dark.open(api_key)
+    expect(dark.session_item("Redis").locator(".session-detail")).to_have_text(
+        re.compile(r"^just now · 2 turns · \$0\.0019$")
+    )
+    expect(dark.session_item("Redis").locator(".session-open")).to_have_attribute(
+        "title", "2 turns · 199 tokens · $0.0019"
+    )
     dark.session_item("Redis").locator(".session-open").click()
     dark.wait_answer(1)
     assert max(background(dark)) < 40

@@ -169,9 +169,11 @@ export class Conversation {
   }
 }
 
-/** The session's totals, as the worker counted them. */
+/** The session's totals, as the worker counted them: short, and in full. */
 export function sessionTotals(usage) {
-  if (!usage || !usage.turns) return '';
+  if (!usage || !usage.turns) return {short: '', full: ''};
   const turns = `${usage.turns} ${usage.turns === 1 ? 'turn' : 'turns'}`;
-  return `${turns} · ${formatCount(usage.total_tokens)} tokens · ${formatCost(usage.cost)}`;
+  const cost = formatCost(usage.cost);
+  const tokens = `${formatCount(usage.total_tokens)} tokens`;
+  return {short: `${turns} · ${cost}`, full: `${turns} · ${tokens} · ${cost}`};
 }

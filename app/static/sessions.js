@@ -84,7 +84,8 @@ export class SessionList {
     const detail = document.createElement('span');
     detail.className = 'session-detail';
     const totals = sessionTotals(session.usage);
-    detail.textContent = [ago(session.updated_at), totals].filter(Boolean).join(' · ');
+    detail.textContent = [ago(session.updated_at), totals.short].filter(Boolean).join(' · ');
+    if (totals.full) open.title = totals.full;
     open.append(title, detail);
     open.addEventListener('click', () => this.onOpen(session.session_id));
 
