@@ -24,12 +24,12 @@ export class ApiError extends Error {
 }
 
 /** Seconds to wait from a `Retry-After` header (seconds or an HTTP date), or null. */
-export function retryAfterSeconds(header, now = Date.now()) {
+function retryAfterSeconds(header) {
   if (!header) return null;
   const trimmed = header.trim();
   if (/^\d+$/.test(trimmed)) return Number(trimmed);
   const at = Date.parse(trimmed);
-  return Number.isNaN(at) ? null : Math.max(0, Math.ceil((at - now) / 1000));
+  return Number.isNaN(at) ? null : Math.max(0, Math.ceil((at - Date.now()) / 1000));
 }
 
 async function errorFrom(response) {
@@ -58,7 +58,7 @@ function unreachable(cause) {
 }
 
 /** Splits a server-sent event stream into the JSON of its `data:` events. */
-export class SseParser {
+class SseParser {
   constructor() {
     this.buffer = '';
   }

@@ -1,19 +1,12 @@
 // The conversation pane: the messages, an answer as it streams in, and what went wrong.
 
+import {element} from './dom.js';
 import {describeError} from './errors.js';
 import {formatCost, formatCount, turnSummary} from './format.js';
 import {renderMarkdown} from './markdown.js';
 
-function element(tag, parent, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  parent?.append(node);
-  return node;
-}
-
 /** An answer: rendered again as Markdown at most once a frame while text arrives. */
-export class Answer {
+class Answer {
   constructor(container) {
     this.text = '';
     this.element = element('article', container, 'message assistant');

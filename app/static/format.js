@@ -36,8 +36,8 @@ export function turnSummary({model, usage, tokens}) {
 }
 
 /** "just now", "5 minutes ago", "yesterday", or the date when older than a week. */
-export function ago(isoTime, now = Date.now()) {
-  const seconds = Math.round((Date.parse(isoTime) - now) / 1000);
+export function ago(isoTime) {
+  const seconds = Math.round((Date.parse(isoTime) - Date.now()) / 1000);
   const steps = [
     [60, 'second'],
     [3600, 'minute', 60],

@@ -17,7 +17,9 @@ class ChatPage {
     this.sessionId = null;
     // Whether the server holds the session (and so its system prompt) already.
     this.stored = false;
+    // The AbortController of the answer coming in, if one is.
     this.streaming = null;
+    // A message refused for its key, put back once another key is entered.
     this.draft = '';
 
     this.conversation = new Conversation({
@@ -221,7 +223,7 @@ class ChatPage {
 
     const answer = this.conversation.addAnswer();
     const controller = new AbortController();
-    this.streaming = {controller, answer};
+    this.streaming = controller;
     this.setStreaming(true);
     this.conversation.scrollToEnd(true);
     // Whether the server holds this session after the turn.
@@ -283,13 +285,12 @@ class ChatPage {
   }
 
   stop() {
-    this.streaming?.controller.abort();
+    this.streaming?.abort();
   }
 
   setStreaming(on) {
     $('send').hidden = on;
     $('stop').hidden = !on;
-    document.body.classList.toggle('streaming', on);
     // The focus was on Stop, which is now hidden: it goes back to the message box.
     if (!on && (document.activeElement === $('stop') || document.activeElement === document.body)) {
       $('message').focus();

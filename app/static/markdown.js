@@ -2,6 +2,8 @@
 // links only through a scheme allow-list, so an answer can be formatted but can never add
 // HTML, run a script, load an image or link to a javascript: URL. No innerHTML anywhere.
 
+import {element} from './dom.js';
+
 const SAFE_SCHEMES = new Set(['http:', 'https:', 'mailto:']);
 
 const FENCE = /^( {0,3})(`{3,}|~{3,})[ \t]*([^`\s]*)/;
@@ -30,7 +32,7 @@ const INLINE = new RegExp(
 );
 
 /** The URL if it is absolute and http(s) or mailto, else null. */
-export function safeUrl(raw) {
+function safeUrl(raw) {
   let url;
   try {
     url = new URL(raw.trim());
@@ -45,13 +47,6 @@ export function renderMarkdown(text) {
   const fragment = document.createDocumentFragment();
   renderBlocks(text.replace(/\r\n?/g, '\n').split('\n'), fragment);
   return fragment;
-}
-
-function element(tag, parent, className) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  parent.append(node);
-  return node;
 }
 
 function indentOf(line) {

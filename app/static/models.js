@@ -1,5 +1,7 @@
 // The model picker: a search box over GET /models, as an ARIA combobox with a list of options.
 
+import {element} from './dom.js';
+
 const SHOWN = 100;
 const DEFAULT_LABEL = 'Server default model';
 
@@ -17,7 +19,7 @@ function contextSize(tokens) {
 }
 
 /** "in $3/M · out $15/M · 200K ctx" */
-export function modelFacts(model) {
+function modelFacts(model) {
   const pricing = model.pricing ?? {};
   const prices =
     pricing.prompt === undefined
@@ -96,20 +98,8 @@ export class ModelPicker {
     const {choices, more} = this.matches(query);
     this.options = choices;
     const items = choices.map((choice, index) => this.option(choice, index));
-    if (more > 0) {
-      const hint = document.createElement('li');
-      hint.className = 'model-more';
-      hint.setAttribute('role', 'presentation');
-      hint.textContent = `${more} more: type to narrow down`;
-      items.push(hint);
-    }
-    if (!choices.length) {
-      const none = document.createElement('li');
-      none.className = 'model-more';
-      none.setAttribute('role', 'presentation');
-      none.textContent = 'No model matches.';
-      items.push(none);
-    }
+    if (more > 0) items.push(this.hint(`${more} more: type to narrow down`));
+    if (!choices.length) items.push(this.hint('No model matches.'));
     this.list.replaceChildren(...items);
     this.list.hidden = false;
     this.input.setAttribute('aria-expanded', 'true');
@@ -117,22 +107,23 @@ export class ModelPicker {
     this.highlight(query || current < 0 ? 0 : current);
   }
 
+  hint(text) {
+    const item = element('li', null, 'model-more', text);
+    item.setAttribute('role', 'presentation');
+    return item;
+  }
+
   option(choice, index) {
-    const item = document.createElement('li');
+    const item = element('li', null, 'model-option');
     item.id = `model-option-${index}`;
-    item.className = 'model-option';
     item.setAttribute('role', 'option');
     item.setAttribute('aria-selected', String(choice.id === this.value));
-    item.dataset.modelId = choice.id ?? '';
-    const name = document.createElement('span');
-    name.className = 'model-name';
-    name.textContent = choice.model ? (choice.model.name ?? choice.id) : DEFAULT_LABEL;
-    const facts = document.createElement('span');
-    facts.className = 'model-facts';
-    facts.textContent = choice.model
-      ? [choice.id, modelFacts(choice.model)].filter(Boolean).join(' · ')
+    const {model} = choice;
+    element('span', item, 'model-name', model ? (model.name ?? model.id) : DEFAULT_LABEL);
+    const facts = model
+      ? [model.id, modelFacts(model)].filter(Boolean).join(' · ')
       : 'whatever OPENROUTER_DEFAULT_MODEL names';
-    item.append(name, facts);
+    element('span', item, 'model-facts', facts);
     item.addEventListener('click', () => this.pick(index));
     return item;
   }

@@ -1,6 +1,7 @@
 // The side list of the caller's sessions (GET /sessions): open one, delete one, page on.
 
 import {sessionTotals} from './conversation.js';
+import {element} from './dom.js';
 import {ago} from './format.js';
 
 const PAGE = 50;
@@ -71,32 +72,24 @@ export class SessionList {
   }
 
   item(session) {
-    const item = document.createElement('li');
-    item.className = 'session';
+    const title = session.title || 'Untitled';
+    const item = element('li', null, 'session');
     item.dataset.sessionId = session.session_id;
 
-    const open = document.createElement('button');
+    const open = element('button', item, 'session-open');
     open.type = 'button';
-    open.className = 'session-open';
-    const title = document.createElement('span');
-    title.className = 'session-title';
-    title.textContent = session.title || 'Untitled';
-    const detail = document.createElement('span');
-    detail.className = 'session-detail';
+    element('span', open, 'session-title', title);
     const totals = sessionTotals(session.usage);
-    detail.textContent = [ago(session.updated_at), totals.short].filter(Boolean).join(' · ');
+    const detail = [ago(session.updated_at), totals.short].filter(Boolean).join(' · ');
+    element('span', open, 'session-detail', detail);
     if (totals.full) open.title = totals.full;
-    open.append(title, detail);
     open.addEventListener('click', () => this.onOpen(session.session_id));
 
-    const remove = document.createElement('button');
+    const remove = element('button', item, 'icon-button session-delete');
     remove.type = 'button';
-    remove.className = 'icon-button session-delete';
-    remove.setAttribute('aria-label', `Delete “${session.title || 'Untitled'}”`);
+    remove.setAttribute('aria-label', `Delete “${title}”`);
     remove.title = 'Delete';
     remove.addEventListener('click', () => this.onDelete(session));
-
-    item.append(open, remove);
     return item;
   }
 }
