@@ -20,6 +20,7 @@ from app.controllers.health import health
 from app.controllers.models import list_models
 from app.controllers.responses import QUOTA_HEADERS
 from app.controllers.sessions import SessionController
+from app.controllers.ui import ui_router
 from app.controllers.v1 import v1_handlers
 from app.dependencies import dependencies
 from app.errors import exception_handlers
@@ -101,6 +102,8 @@ def create_litestar(settings: Settings) -> Litestar:
     ]
     if settings.admin_token:
         handlers.append(AdminController)
+    if settings.serve_ui:
+        handlers.append(ui_router())
     return Litestar(
         route_handlers=handlers,
         dependencies=dependencies,

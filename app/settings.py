@@ -65,6 +65,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, rename="upper"):
     cors_origins: tuple[str, ...] = ("*",)
     log_format: Literal["json", "console"] | None = None
     stream_keepalive_seconds: Annotated[float, Meta(gt=0, le=15)] = 10.0
+    # The chat page at `/` (app/static); off for an API-only deployment.
+    serve_ui: bool = True
 
     # Worker and operators.
     metrics_retention_days: PositiveInt = 30

@@ -45,8 +45,11 @@ def log_entries(web: WebProcess) -> list[dict[str, Any]]:
     return entries
 
 
-def request_lines(web: WebProcess, ids: set[str], timeout: float = 10) -> list[dict[str, Any]]:
-    """The request log lines of these request ids, once every one of them is written."""
+def request_lines(
+    web: WebProcess, ids: set[str], timeout: float = 10, *, count: int = 0
+) -> list[dict[str, Any]]:
+    """The request log lines of these request ids, once every one of them is written (and at
+    least `count` lines, where requests share an id)."""
     deadline = time.monotonic() + timeout
     while True:
         lines = [
@@ -54,7 +57,7 @@ def request_lines(web: WebProcess, ids: set[str], timeout: float = 10) -> list[d
             for entry in log_entries(web)
             if entry.get("logger") == "app.request" and entry.get("request_id") in ids
         ]
-        if {line["request_id"] for line in lines} >= ids:
+        if {line["request_id"] for line in lines} >= ids and len(lines) >= count:
             return lines
         missing = ids - {line["request_id"] for line in lines}
         assert time.monotonic() < deadline, f"no log line for {missing}"
@@ -293,7 +296,7 @@ def test_client_request_id_is_returned_and_logged(
     assert failed.status_code == 400
     assert failed.headers["x-request-id"] == rid
     assert failed.json()["error"]["request_id"] == rid
-    lines = request_lines(api, {rid})
+    lines = request_lines(api, {rid}, count=2)
     assert sorted(line["status"] for line in lines) == [200, 400]
 
 
