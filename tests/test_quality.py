@@ -52,7 +52,7 @@ def test_quick_start_is_two_commands_and_ci_runs_the_test_one() -> None:
 
 
 def locked_pins() -> dict[str, Version]:
-    pins = {}
+    pins: dict[str, Version] = {}
     for line in (ROOT / ".ci" / "constraints.txt").read_text().splitlines():
         requirement = line.split("#", 1)[0].strip()
         if requirement:
