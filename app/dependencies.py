@@ -14,6 +14,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 
 from app.auth import Caller, caller_from_authorization
+from app.errors import Unauthorized
 from app.services import Services
 
 
@@ -22,6 +23,9 @@ def provide_services(state: State) -> Services:
 
 
 def provide_caller(request: Request[Any, Any, Any], services: Services) -> Caller:
+    # A singleton field: two would name two callers, and proxies disagree on which one counts.
+    if len(request.headers.getall("authorization", [])) > 1:
+        raise Unauthorized("more than one Authorization header: send one `Bearer <key>`")
     return caller_from_authorization(request.headers.get("authorization"), services.secret)
 
 

@@ -189,9 +189,19 @@ def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Respon
     return _render(request, AppError("internal error"))
 
 
+def handle_recursion_error(
+    request: Request[Any, Any, Any], exc: RecursionError
+) -> Response[ErrorBody]:
+    """msgspec gives up on JSON nested too deeply with a RecursionError, not a DecodeError."""
+    if "deserializing" not in str(exc):
+        return handle_unexpected(request, exc)
+    return _render(request, InvalidRequest("the request body is nested too deeply"))
+
+
 exception_handlers: ExceptionHandlersMap = {
     AppError: handle_app_error,
     HTTPException: handle_http_exception,
     RedisError: handle_redis_error,
+    RecursionError: handle_recursion_error,
     Exception: handle_unexpected,
 }
