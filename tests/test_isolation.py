@@ -117,7 +117,7 @@ def test_a_session_id_taken_by_one_key_cannot_be_started_by_another(
 
     assert_error(response, 404)
     read = two.get(f"/sessions/{chosen}", headers=bearer(api_key)).json()
-    assert [m["content"] for m in read["messages"]][0] == "first come"
+    assert read["messages"][0]["content"] == "first come"
     assert read["message_count"] == 2
 
 

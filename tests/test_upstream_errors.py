@@ -37,15 +37,19 @@ class Session:
     redis_state: dict[str, Any]
 
 
-@pytest.fixture
-def session(client: httpx.Client, redis_client: redis.Redis, api_key: str) -> Session:
-    session_id = chat_ok(client, api_key, message="first question")["session_id"]
+def one_turn_session(http: httpx.Client, redis_client: redis.Redis, api_key: str) -> Session:
+    session_id = chat_ok(http, api_key, message="first question")["session_id"]
     return Session(
         key=api_key,
         session_id=session_id,
-        messages=session_messages(client, api_key, session_id),
+        messages=session_messages(http, api_key, session_id),
         redis_state=redis_snapshot(redis_client, skip=frozenset({USAGE_INBOX})),
     )
+
+
+@pytest.fixture
+def session(client: httpx.Client, redis_client: redis.Redis, api_key: str) -> Session:
+    return one_turn_session(client, redis_client, api_key)
 
 
 def failing_turn(http: httpx.Client, session: Session) -> httpx.Response:
