@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from litestar import MediaType, Response
 from litestar.exceptions import HTTPException, ValidationException
-from redis.exceptions import RedisError
+from redis.exceptions import OutOfMemoryError, RedisError
 
 from app.context import request_log
 from app.schemas import ErrorBody, ErrorDetail
@@ -179,9 +179,18 @@ def handle_http_exception(
     return _render(request, _from_http(request, exc))
 
 
-def handle_redis_error(request: Request[Any, Any, Any], exc: RedisError) -> Response[ErrorBody]:
+def storage_error(exc: RedisError) -> StorageUnavailable:
+    """What a client is told, and the log says, when a Redis call fails."""
+    if isinstance(exc, OutOfMemoryError):
+        # maxmemory reached with noeviction: Redis refuses writes, whole scripts included.
+        logger.error("redis is out of memory: writes are refused")
+        return StorageUnavailable("session storage is full")
     logger.warning("redis unavailable: %s", type(exc).__name__)
-    return _render(request, StorageUnavailable())
+    return StorageUnavailable()
+
+
+def handle_redis_error(request: Request[Any, Any, Any], exc: RedisError) -> Response[ErrorBody]:
+    return _render(request, storage_error(exc))
 
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:

@@ -24,7 +24,7 @@ from litestar import Response
 from litestar.response.base import ASGIResponse
 from redis.exceptions import RedisError
 
-from app.errors import AppError, StorageUnavailable, UpstreamError
+from app.errors import AppError, UpstreamError, storage_error
 from app.openrouter import Completion, ErrorObject, WireUsage
 from app.schemas import ChatResponse, ErrorDetail
 from app.sse import KEEPALIVE, frame
@@ -207,9 +207,9 @@ class StreamRelay:
             answer = await self._chat.commit(
                 self._caller, self._turn, self._received.completion(self._upstream.started)
             )
-        except RedisError:
-            logger.warning("could not save a streamed turn: redis unavailable")
-            await self._send(send, self._error_event(StorageUnavailable()))
+        except RedisError as exc:
+            logger.warning("could not save a streamed turn")
+            await self._send(send, self._error_event(storage_error(exc)))
             return
         done = DoneEvent(**msgspec.structs.asdict(answer))
         await self._send(send, frame(_encoder.encode(done)))
