@@ -11,7 +11,8 @@ WORKDIR /srv
 COPY pyproject.toml README.md LICENSE ./
 COPY app ./app
 COPY workers ./workers
-RUN pip install . \
+COPY .ci/constraints.txt ./constraints.txt
+RUN pip install -c constraints.txt . \
     && useradd --create-home --uid 10001 chat
 COPY Procfile ./
 

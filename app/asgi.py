@@ -150,4 +150,6 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
             "SESSION_SECRET is not set: using an ephemeral secret, so sessions are lost on "
             "restart and cannot be shared between replicas (fine for development only)"
         )
-    return RequestContextMiddleware(create_litestar(settings))
+    return RequestContextMiddleware(
+        create_litestar(settings), body_timeout=settings.body_read_timeout_seconds
+    )

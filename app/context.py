@@ -1,7 +1,8 @@
-"""The request context: a request id on every response and one log line per request."""
+"""The request context: a request id and a log line per request, a deadline for its body."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -9,9 +10,10 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from litestar.enums import ScopeType
+from litestar.exceptions import HTTPException
 
 if TYPE_CHECKING:
-    from litestar.types import ASGIApp, Message, Receive, Scope, Send
+    from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
 
     from app.auth import Caller
 
@@ -57,11 +59,39 @@ def _request_id(scope: Scope) -> str:
     return uuid.uuid4().hex
 
 
+def receive_by(receive: Receive, deadline: float, seconds: float) -> Receive:
+    """`receive` that gives up on a request body still incomplete at `deadline` (loop time).
+
+    uvicorn waits for a body as long as the client keeps the connection open: one byte a
+    minute would hold a request, and its memory, forever. The 408 closes the connection.
+    """
+    body_done = False
+
+    async def receive_in_time() -> ReceiveMessage:
+        nonlocal body_done
+        if body_done:
+            return await receive()
+        try:
+            async with asyncio.timeout_at(deadline):
+                message = await receive()
+        except TimeoutError:
+            raise HTTPException(
+                status_code=408,
+                detail=f"the request body did not arrive within {seconds:g} s",
+                headers={"Connection": "close"},
+            ) from None
+        body_done = message["type"] != "http.request" or not message.get("more_body", False)
+        return message
+
+    return receive_in_time
+
+
 class RequestContextMiddleware:
     """Outermost ASGI layer, so 404s and 405s get a request id and a log line too."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, body_timeout: float) -> None:
         self.app = app
+        self.body_timeout = body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -79,8 +109,9 @@ class RequestContextMiddleware:
                 message["headers"] = [*message.get("headers", ()), header, *log.quota_headers()]
             await send(message)
 
+        deadline = asyncio.get_running_loop().time() + self.body_timeout
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive_by(receive, deadline, self.body_timeout), send_with_id)
         finally:
             fields: dict[str, Any] = {
                 "request_id": log.request_id,

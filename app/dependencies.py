@@ -15,6 +15,7 @@ from litestar.di import Provide
 
 from app.auth import Caller
 from app.context import request_log
+from app.errors import Unauthorized
 from app.services import Services
 
 
@@ -23,6 +24,9 @@ def provide_services(state: State) -> Services:
 
 
 def provide_caller(request: Request[Any, Any, Any], services: Services) -> Caller:
+    # A singleton field: two would name two callers, and proxies disagree on which one counts.
+    if len(request.headers.getall("authorization", [])) > 1:
+        raise Unauthorized("more than one Authorization header: send one `Bearer <key>`")
     caller = services.auth.caller(request.headers.get("authorization"))
     # The request's log line names the app token, and its headers carry the caller's quota.
     request_log(request.scope).caller = caller

@@ -58,6 +58,9 @@ def free_port() -> int:
 class RedisProcess:
     """A Redis server on 127.0.0.1 that this process owns."""
 
+    # More `--name value` arguments for the server (tests enable DEBUG, for instance).
+    options: tuple[str, ...] = ()
+
     def __init__(self, port: int, data_dir: Path, *, persist: bool) -> None:
         self.port = port
         self.data_dir = data_dir
@@ -74,7 +77,7 @@ class RedisProcess:
         args = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1"]
         # Our own binary and arguments, no user input.
         self.process = subprocess.Popen(  # noqa: S603
-            [*args, "--dir", str(self.data_dir), *save],
+            [*args, "--dir", str(self.data_dir), *save, *self.options],
             stdout=output,
             stderr=subprocess.STDOUT,
         )

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from litestar import MediaType, Response
 from litestar.exceptions import HTTPException, ValidationException
-from redis.exceptions import RedisError
+from redis.exceptions import OutOfMemoryError, RedisError
 
 from app.context import request_log
 from app.schemas import ErrorBody, ErrorDetail, OpenAIErrorBody, OpenAIErrorDetail
@@ -119,6 +119,7 @@ _HTTP_TYPES = {
     401: "unauthorized",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "payload_too_large",
     415: "unsupported_media_type",
 }
@@ -216,9 +217,18 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
     return _render(request, _from_http(request, exc))
 
 
-def handle_redis_error(request: Request[Any, Any, Any], exc: RedisError) -> ErrorResponse:
+def storage_error(exc: RedisError) -> StorageUnavailable:
+    """What a client is told, and the log says, when a Redis call fails."""
+    if isinstance(exc, OutOfMemoryError):
+        # maxmemory reached with noeviction: Redis refuses writes, whole scripts included.
+        logger.error("redis is out of memory: writes are refused")
+        return StorageUnavailable("session storage is full")
     logger.warning("redis unavailable: %s", type(exc).__name__)
-    return _render(request, StorageUnavailable())
+    return StorageUnavailable()
+
+
+def handle_redis_error(request: Request[Any, Any, Any], exc: RedisError) -> ErrorResponse:
+    return _render(request, storage_error(exc))
 
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> ErrorResponse:
@@ -226,9 +236,17 @@ def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> ErrorR
     return _render(request, AppError("internal error"))
 
 
+def handle_recursion_error(request: Request[Any, Any, Any], exc: RecursionError) -> ErrorResponse:
+    """msgspec gives up on JSON nested too deeply with a RecursionError, not a DecodeError."""
+    if "deserializing" not in str(exc):
+        return handle_unexpected(request, exc)
+    return _render(request, InvalidRequest("the request body is nested too deeply"))
+
+
 exception_handlers: ExceptionHandlersMap = {
     AppError: handle_app_error,
     HTTPException: handle_http_exception,
     RedisError: handle_redis_error,
+    RecursionError: handle_recursion_error,
     Exception: handle_unexpected,
 }

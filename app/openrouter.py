@@ -247,6 +247,18 @@ def parse_completion(body: bytes, *, requested_model: str, key: str) -> tuple[_C
     return completion, completion.model or requested_model
 
 
+async def _read_and_close(response: httpx.Response) -> None:
+    """Read the whole body, then close it, whatever happens.
+
+    When the timeout cancels the read of a body that never ends, the connection is hung up
+    on instead of being held open, and read from, forever.
+    """
+    try:
+        await response.aread()
+    finally:
+        await response.aclose()
+
+
 class OpenRouterClient:
     """Calls OpenRouter with the caller's key; retries only what cannot have been billed.
 
@@ -326,8 +338,7 @@ class OpenRouterClient:
             else:
                 if response.status_code == 200 and stream:
                     return response
-                await response.aread()
-                await response.aclose()
+                await _read_and_close(response)
                 if response.status_code not in RETRY_STATUSES or attempt >= self._retries:
                     return response
                 delay = self._backoff(
@@ -402,7 +413,7 @@ class OpenRouterClient:
                 response = await self._request(
                     "GET", self._models_url, headers={"Accept": "application/json"}
                 )
-                await response.aread()
+                await _read_and_close(response)
         if response.status_code != 200:
             raise error_from_response(response.status_code, response.content, response.headers, "")
         try:

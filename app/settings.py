@@ -49,6 +49,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, rename="upper"):
     max_message_chars: PositiveInt = 32_000
     max_tokens_limit: PositiveInt = 32_768
     max_body_bytes: Annotated[int, Meta(ge=1024)] = 1_048_576
+    body_read_timeout_seconds: PositiveFloat = 30.0
 
     # Upstream.
     upstream_timeout_seconds: PositiveFloat = 120.0

@@ -25,7 +25,7 @@ from litestar.response.base import ASGIResponse
 from redis.exceptions import RedisError
 
 from app.chat import chat_answer
-from app.errors import AppError, StorageUnavailable, UpstreamError, openai_detail
+from app.errors import AppError, UpstreamError, openai_detail, storage_error
 from app.openrouter import Completion, ErrorObject, WireUsage
 from app.schemas import ChatResponse, ErrorDetail, OpenAIErrorBody, ToolCall, ToolCallFunction
 from app.sse import KEEPALIVE, frame
@@ -299,9 +299,9 @@ class StreamRelay:
         completion = self._received.completion(self._upstream.started)
         try:
             saved = await self._chat.commit(self._caller, self._turn, completion)
-        except RedisError:
-            logger.warning("could not save a streamed turn: redis unavailable")
-            await self._send(send, self._error_event(StorageUnavailable()))
+        except RedisError as exc:
+            logger.warning("could not save a streamed turn")
+            await self._send(send, self._error_event(storage_error(exc)))
             return
         await self._send(send, self._events.done(self._turn, completion, saved))
 

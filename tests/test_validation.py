@@ -107,6 +107,8 @@ def test_message_of_exactly_the_limit_is_accepted(client: httpx.Client, api_key:
         (b'"hi"', "a string"),
         (b"null", "null"),
         (b"", "empty body"),
+        (b'{"message": "half \\ud800 a pair"}', "a lone surrogate"),
+        (b'{"message": "caf\xc3"}', "invalid UTF-8"),
     ],
 )
 def test_body_that_is_not_a_json_object_is_400(

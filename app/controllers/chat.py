@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 import msgspec
 from litestar import Request, post
-from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Schema
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Reference, Schema
 
 from app.auth import Caller
 from app.context import request_log
@@ -31,6 +31,46 @@ def parse_body(body: bytes, kind: type[T]) -> tuple[T, dict[str, Any]]:
         raise from_msgspec(exc) from None
 
 
+def _event_of(kind: str, required: list[str], **properties: Schema | Reference) -> Schema:
+    return Schema(
+        type=OpenAPIType.OBJECT,
+        required=["type", *required],
+        properties={"type": Schema(const=kind), **properties},
+    )
+
+
+# One server-sent event of a streamed answer: its `data` line is one of three JSON objects.
+_EVENT = Schema(
+    type=OpenAPIType.OBJECT,
+    required=["data"],
+    description=(
+        'With `stream: true`: `data: <JSON>` events: `{"type": "delta", "content"}` for each '
+        'piece of text, then `{"type": "done", ...}` with every field of the JSON answer, or '
+        '`{"type": "error", "error"}`; `: keep-alive` comment lines at least every 15 seconds.'
+    ),
+    properties={
+        "data": Schema(
+            type=OpenAPIType.STRING,
+            content_media_type="application/json",
+            content_schema=Schema(
+                one_of=[
+                    _event_of("delta", ["content"], content=Schema(type=OpenAPIType.STRING)),
+                    Schema(
+                        all_of=[
+                            Reference("#/components/schemas/ChatResponse"),
+                            _event_of("done", []),
+                        ]
+                    ),
+                    _event_of(
+                        "error", ["error"], error=Reference("#/components/schemas/ErrorDetail")
+                    ),
+                ]
+            ),
+        )
+    },
+)
+
+
 @dataclass
 class ChatOperation(responses.TurnOperation):
     """The 200 answer is JSON, or an event stream when `stream` is true."""
@@ -45,17 +85,7 @@ class ChatOperation(responses.TurnOperation):
         # The union with EventStream renders as oneOf [ChatResponse, {}]: keep ChatResponse.
         if isinstance(schema, Schema) and schema.one_of:
             ok.content["application/json"] = OpenAPIMediaType(schema=schema.one_of[0])
-        ok.content["text/event-stream"] = OpenAPIMediaType(
-            schema=Schema(
-                type=OpenAPIType.STRING,
-                description=(
-                    'With `stream: true`: `data: <JSON>` events: `{"type": "delta", '
-                    '"content"}` for each piece of text, then `{"type": "done", ...}` '
-                    'with every field of the JSON answer, or `{"type": "error", "error"}`; '
-                    "`: keep-alive` comment lines at least every 15 seconds."
-                ),
-            )
-        )
+        ok.content["text/event-stream"] = OpenAPIMediaType(schema=_EVENT)
         ok.description = "The answer, saved with its turn."
 
 

@@ -17,9 +17,12 @@ SessionIdPath = Annotated[
     str, Parameter(pattern=SESSION_ID_PATTERN, description="The session id.", max_length=64)
 ]
 Limit = Annotated[int, Parameter(ge=1, le=100, description="Sessions per page.")]
+# Far beyond any listing, and offset + limit stays well inside Redis's 64-bit range arguments.
+MAX_OFFSET = 1_000_000_000
 # schema_extra: Litestar leaves a falsy bound (0) out of the OpenAPI document.
 Offset = Annotated[
-    int, Parameter(ge=0, description="Sessions to skip.", schema_extra={"minimum": 0})
+    int,
+    Parameter(ge=0, le=MAX_OFFSET, description="Sessions to skip.", schema_extra={"minimum": 0}),
 ]
 
 

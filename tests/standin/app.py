@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -9,7 +10,7 @@ import msgspec
 from tests.standin import wire
 from tests.standin.catalogue import Catalogue
 from tests.standin.chat import auth_error, handle_chat, send_reply_override
-from tests.standin.exchange import Exchange
+from tests.standin.exchange import ConnectionCut, Exchange
 from tests.standin.script import MODELS_DECODER, SCRIPT_DECODER
 from tests.standin.state import StandinState
 
@@ -49,7 +50,8 @@ class StandinApp:
         handler = self.routes.get((ex.method, ex.path))
         try:
             if handler is not None:
-                await handler(ex)
+                with contextlib.suppress(ConnectionCut):
+                    await handler(ex)
             elif ex.path in self.paths:
                 await ex.respond(405, wire.error_body(405, "Method Not Allowed", user_id=False))
             else:

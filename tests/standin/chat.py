@@ -9,6 +9,7 @@ import msgspec
 
 from tests.standin import wire
 from tests.standin.completion import fallback_model, parse_chat_request, plan_completion
+from tests.standin.exchange import merge_headers
 from tests.standin.script import DEFAULT_STEP
 from tests.standin.state import ChatRecord, Generation
 from tests.standin.stream import StreamSender
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from tests.standin.state import StandinState
 
 _decoder = msgspec.json.Decoder()
+# An endless body sends a byte this often: quicker than any read timeout.
+ENDLESS_BYTE_SECONDS = 0.2
 
 
 def bearer_key(authorization: str | None) -> str | None:
@@ -162,5 +165,22 @@ async def _complete(
     generation.tokens_completion = usage["completion_tokens"]
     generation.total_cost = usage["cost"]
     generation.finish_reason = finish_reason
-    await ex.respond(200, body, headers=[("x-generation-id", record.generation_id), *extra])
+    headers = [("x-generation-id", record.generation_id), *extra]
+    if step.cut_after is not None or step.endless:
+        await _broken_body(ex, body, headers, step)
+        return
+    await ex.respond(200, body, headers=headers)
     record.completed = True
+
+
+async def _broken_body(ex: Exchange, body: bytes, headers: Headers, step: Step) -> None:
+    """A 200 whose body is cut off, or never ends (blank space after it, as long as it takes)."""
+    if step.cut_after is not None:
+        base = [("content-type", "application/json"), ("content-length", str(len(body)))]
+        await ex.start(200, merge_headers(base, headers))
+        await ex.write(body[: step.cut_after])
+        await ex.cut()
+    await ex.start(200, merge_headers([("content-type", "application/json")], headers))
+    await ex.write(body)
+    while not await ex.sleep(ENDLESS_BYTE_SECONDS):
+        await ex.write(b" ")

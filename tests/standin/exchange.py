@@ -15,6 +15,10 @@ if TYPE_CHECKING:
 Headers = list[tuple[str, str]]
 
 
+class ConnectionCut(Exception):
+    """Raised mid-response: the server closes the connection with the body incomplete."""
+
+
 class Exchange:
     def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self._receive = receive
@@ -83,6 +87,11 @@ class Exchange:
 
     async def write(self, data: bytes) -> None:
         await self._send({"type": "http.response.body", "body": data, "more_body": True})
+
+    async def cut(self) -> None:
+        """Break the connection now; uvicorn closes it without ending the body."""
+        self._finishing = True
+        raise ConnectionCut
 
     async def end(self, data: bytes = b"") -> None:
         self._finishing = True

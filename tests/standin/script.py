@@ -55,6 +55,11 @@ class Step(Reply, kw_only=True, frozen=True, forbid_unknown_fields=True):
     no_finish: bool = False
     no_done: bool = False
     drop_after: NonNegInt | None = None
+    # The connection is broken mid-body, with no proper end: after this many content pieces
+    # of a stream, or this many bytes of a JSON answer.
+    cut_after: NonNegInt | None = None
+    # A JSON answer whose body never ends: a byte now and then, until the client leaves.
+    endless: bool = False
     error_after: NonNegInt | None = None
     error_form: Literal["documented", "observed"] = "documented"
     error_code: int | str = 502
@@ -62,8 +67,9 @@ class Step(Reply, kw_only=True, frozen=True, forbid_unknown_fields=True):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.drop_after is not None and self.error_after is not None:
-            raise ValueError("drop_after and error_after exclude each other")
+        ends = [self.drop_after, self.error_after, self.cut_after]
+        if sum(end is not None for end in ends) > 1:
+            raise ValueError("drop_after, error_after and cut_after exclude each other")
 
 
 class ModelsFailure(Reply, kw_only=True, frozen=True, forbid_unknown_fields=True):

@@ -59,6 +59,9 @@ class StreamSender:
             if self._due(step.drop_after, emitted):
                 await ex.end()
                 return self._ended(None)
+            if self._due(step.cut_after, emitted):
+                self._ended(None)
+                await ex.cut()
             if self._due(self._error_after(), emitted):
                 return await self._error()
             if emitted == len(pieces):
