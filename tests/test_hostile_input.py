@@ -81,7 +81,9 @@ def test_hostile_session_id_in_the_body_is_400(
     assert_nothing_happened(redis_client, standin, api_key)
 
 
-@pytest.mark.parametrize("session_id", HOSTILE_SESSION_IDS)
+# An HTTP client resolves `/sessions/..` to `/` (the chat page) before sending it; dot segments
+# as they arrive on the wire are tried by test_path_tricks_reach_no_other_route.
+@pytest.mark.parametrize("session_id", [i for i in HOSTILE_SESSION_IDS if i != ".."])
 def test_hostile_session_id_in_the_path_never_reaches_redis(
     client: httpx.Client, redis_client: redis.Redis, api_key: str, session_id: str
 ) -> None:
