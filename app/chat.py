@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import secrets
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from app import telemetry
 from app.errors import InvalidRequest, UpstreamError
 from app.schemas import ChatRequest, ChatResponse, StoredMessage
 from app.sessions import History, HistoryMessage, Turn
@@ -146,6 +148,7 @@ class ChatService:
         except UpstreamError as exc:
             await self.record_failure(turn.model, exc.upstream_status or exc.status)
             raise
+        telemetry.UPSTREAM_COMPLETE.observe(completion.latency_ms / 1000)
         return await self.commit(caller, turn, completion)
 
     async def open_stream(
@@ -158,9 +161,11 @@ class ChatService:
         except UpstreamError as exc:
             await self.record_failure(turn.model, exc.upstream_status or exc.status)
             raise
+        telemetry.UPSTREAM_STREAM_OPEN.observe(time.perf_counter() - upstream.started)
         return turn, upstream
 
     async def record_failure(self, model: str, status: int) -> None:
+        telemetry.upstream_failed(status)
         await self._usage.failed(model, status)
 
     async def commit(
@@ -211,6 +216,12 @@ class ChatService:
                 system_prompt=turn.system_prompt,
                 usage_record=usage_event_encoder.encode(event),
             )
+        )
+        if status != 200:
+            telemetry.upstream_failed(status)
+        usage = completion.usage
+        telemetry.turn_saved(
+            completion.model, usage.prompt_tokens, usage.completion_tokens, usage.cost or 0.0
         )
         return ChatResponse(
             response=completion.content,

@@ -11,6 +11,7 @@ from litestar import MediaType, Response
 from litestar.exceptions import HTTPException, ValidationException
 from redis.exceptions import RedisError
 
+from app import telemetry
 from app.context import request_log
 from app.schemas import ErrorBody, ErrorDetail
 
@@ -180,6 +181,7 @@ def handle_http_exception(
 
 def handle_redis_error(request: Request[Any, Any, Any], exc: RedisError) -> Response[ErrorBody]:
     logger.warning("redis unavailable: %s", type(exc).__name__)
+    telemetry.redis_failed()
     return _render(request, StorageUnavailable())
 
 

@@ -70,6 +70,15 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, rename="upper"):
     max_sessions: PositiveInt | None = None
     admin_token: Annotated[str, Meta(pattern=r"^(|.{16,})$")] = ""
 
+    # Deployment: processes per replica, graceful shutdown, metrics.
+    web_concurrency: Annotated[int, Meta(ge=1, le=64)] = 1
+    # Peers whose X-Forwarded-* headers are believed; empty: uvicorn's default, 127.0.0.1.
+    forwarded_allow_ips: str = ""
+    shutdown_grace_seconds: Annotated[float, Meta(ge=1, le=3600)] = 20.0
+    metrics_token: Annotated[str, Meta(pattern=r"^(|.{16,})$")] = ""
+    # Where a replica's processes keep their Prometheus counters; empty: a temporary one.
+    prometheus_multiproc_dir: str = ""
+
     @property
     def session_ttl_ms(self) -> int:
         return round(self.session_cleanup_hours * 3_600_000)

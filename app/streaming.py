@@ -24,6 +24,7 @@ from litestar import Response
 from litestar.response.base import ASGIResponse
 from redis.exceptions import RedisError
 
+from app import telemetry
 from app.errors import AppError, StorageUnavailable, UpstreamError
 from app.openrouter import Completion, ErrorObject, WireUsage
 from app.schemas import ChatResponse, ErrorDetail
@@ -134,12 +135,14 @@ class StreamRelay:
         self._last_sent = 0.0
         # Set while the turn is being written: a hang-up then must not cut the write short.
         self._committing = False
+        self._awaiting_first_token = True
 
     async def run(self, send: Send, receive: Receive) -> None:
         self._last_sent = asyncio.get_running_loop().time()
         relay = asyncio.ensure_future(self._relay(send))
         disconnect = asyncio.ensure_future(_disconnected(receive))
         keepalive = asyncio.ensure_future(self._keepalives(send))
+        telemetry.STREAMS.inc()
         try:
             done, _ = await asyncio.wait((relay, disconnect), return_when=asyncio.FIRST_COMPLETED)
             if relay in done or self._committing:
@@ -150,6 +153,7 @@ class StreamRelay:
                     await relay
                 await self._interrupted()
         finally:
+            telemetry.STREAMS.dec()
             keepalive.cancel()
             disconnect.cancel()
             relay.cancel()
@@ -184,6 +188,11 @@ class StreamRelay:
                         await self._failed(send, self._upstream.error(error or PROVIDER_FAILED))
                         return
                 if out:
+                    if self._awaiting_first_token:
+                        self._awaiting_first_token = False
+                        telemetry.FIRST_TOKEN_SECONDS.observe(
+                            time.perf_counter() - self._upstream.started
+                        )
                     await self._send(send, b"".join(out))
         except UpstreamError as exc:
             await self._failed(send, exc)
@@ -208,6 +217,7 @@ class StreamRelay:
                 self._caller, self._turn, self._received.completion(self._upstream.started)
             )
         except RedisError:
+            telemetry.redis_failed()
             logger.warning("could not save a streamed turn: redis unavailable")
             await self._send(send, self._error_event(StorageUnavailable()))
             return
