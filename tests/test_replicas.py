@@ -272,7 +272,7 @@ def test_a_killed_worker_catches_up_counting_each_turn_once(
     assert metrics_requests(store, MODEL) - day_before == answered
     for session_id in {outcome.session_id for outcome in load.outcomes}:
         usage = store.hget(keys.session_keys(session_id).usage, "turns")
-        assert int(usage or 0) == len(stored_user_messages(store, session_id))
+        assert int(usage or 0) == len(stored_user_messages(store, session_id))  # type: ignore[arg-type]
 
 
 def metrics_requests(store: redis.Redis, model: str) -> int:
