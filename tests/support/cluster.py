@@ -58,6 +58,11 @@ class DurableRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def pid(self) -> int:
+        assert self._process is not None
+        return self._process.pid
+
     def start(self) -> None:
         args = [self.binary, *self.persistence, "--port", str(self.port), "--bind", "127.0.0.1"]
         self._process = subprocess.Popen(
@@ -104,6 +109,10 @@ class Balancer:
             stderr=subprocess.DEVNULL,
         )
         wait_for(lambda: port_open("127.0.0.1", self.port), 20, "haproxy to listen")
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
 
     def close(self) -> None:
         self._process.terminate()
