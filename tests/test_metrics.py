@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import threading
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import bearer
+from tests.support.cluster import wait_for
 from tests.support.redis_server import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from pathlib import Path
 
     import redis
 
@@ -126,3 +131,40 @@ def test_a_restarted_replica_starts_counting_afresh(
 
     # The one /health of the second start's readiness wait; nothing of the first run.
     assert value(found, "chat_http_requests_total", route="/health", status="200") == 1
+
+
+def server_processes(pid: int) -> set[int]:
+    """uvicorn's processes under its supervisor (not multiprocessing's resource tracker)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return {
+        int(child)
+        for child in children
+        if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()
+    }
+
+
+def test_requests_in_flight_of_a_crashed_process_stop_counting(
+    start_api: Callable[..., WebProcess], standin: StandinServer, api_key: str
+) -> None:
+    standin.control.script(api_key, {"delay": 30})
+    web = start_api(WEB_CONCURRENCY="2")
+    before = server_processes(web.pid)
+
+    def hung_turn() -> None:
+        with contextlib.suppress(httpx.HTTPError):
+            httpx.post(
+                f"{web.url}/chat", json={"message": "hi"}, headers=bearer(api_key), timeout=60
+            )
+
+    thread = threading.Thread(target=hung_turn)
+    thread.start()
+
+    def in_flight() -> float:
+        return value(samples(httpx.get(f"{web.url}/metrics").text), "chat_http_requests_in_flight")
+
+    wait_for(lambda: in_flight() == 2, 30, "the hung turn to be counted")
+    for pid in before:
+        os.kill(pid, signal.SIGKILL)
+    thread.join(timeout=60)
+    wait_for(lambda: bool(server_processes(web.pid) - before), 30, "new uvicorn processes")
+    wait_for(lambda: in_flight() == 1, 30, "only the scrape to be in flight")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hmac
 import os
+from pathlib import Path
 from typing import Any
 
 from litestar import Request, Response, get
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from app.errors import Unauthorized
 from app.services import Services
@@ -24,11 +25,25 @@ def _check_token(request: Request[Any, Any, Any], token: str) -> None:
         raise Unauthorized("/metrics needs `Authorization: Bearer <METRICS_TOKEN>`")
 
 
+def forget_dead_processes(directory: str) -> None:
+    """Drop the in-flight gauges of processes that died (uvicorn restarts a crashed worker
+    process), so their last values stop counting; their counters stay, as they should."""
+    for path in Path(directory).glob("gauge_live*_*.db"):
+        pid = int(path.stem.rpartition("_")[2])
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+        except PermissionError:
+            continue
+
+
 def exposition() -> bytes:
     """Every process's counters when they share a directory, else this process's."""
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not directory:
         return generate_latest(REGISTRY)
+    forget_dead_processes(directory)
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
     return generate_latest(registry)
