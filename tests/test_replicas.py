@@ -170,6 +170,7 @@ def test_a_conversation_lands_on_every_replica_and_keeps_its_context(
         detail = http.get(f"/sessions/{session_id}", headers=bearer(api_key))
         deleted = http.delete(f"/sessions/{session_id}", headers=bearer(api_key))
         gone = http.get(f"/sessions/{session_id}", headers=bearer(api_key))
+        models = [http.get("/models") for _ in range(len(cluster.webs))]
 
     assert set(served_by) == set(cluster.webs), served_by
     assert [s["session_id"] for s in listing["sessions"]] == [session_id]
@@ -177,6 +178,9 @@ def test_a_conversation_lands_on_every_replica_and_keeps_its_context(
     assert deleted.status_code == 204
     assert gone.status_code == 404
     assert store.exists(keys.session_keys(str(session_id)).messages) == 0
+    # One shared copy of the model list, whichever replica answers.
+    assert {response.headers["x-served-by"] for response in models} == set(cluster.webs)
+    assert len({response.headers["etag"] for response in models}) == 1
 
 
 def test_client_addresses_in_the_logs_come_from_the_balancer(cluster: Cluster) -> None:
