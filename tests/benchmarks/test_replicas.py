@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -39,11 +40,18 @@ def wrk(url: str) -> dict[str, str]:
     output = result.stdout
     return {
         "rate": re.search(r"Requests/sec:\s+([\d.]+)", output).group(1),  # type: ignore[union-attr]
-        "p50": re.search(r"50%\s+(\S+)", output).group(1),  # type: ignore[union-attr]
-        "p99": re.search(r"99%\s+(\S+)", output).group(1),  # type: ignore[union-attr]
+        "p50": re.search(r"^\s+50%\s+(\S+)", output, re.M).group(1),  # type: ignore[union-attr]
+        "p99": re.search(r"^\s+99%\s+(\S+)", output, re.M).group(1),  # type: ignore[union-attr]
         "failed": (re.search(r"Non-2xx or 3xx responses: (\d+)", output) or ["", "0"])[1],
         "errors": (re.search(r"Socket errors: (.*)", output) or ["", "none"])[1],
     }
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (every process, ours or not)."""
+    fields = [int(part) for part in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def test_throughput_by_replicas() -> None:
@@ -69,7 +77,9 @@ def test_throughput_by_replicas() -> None:
                     "stand-in": [standin.pid],
                 }
                 before = {name: sum(map(cpu_seconds, group)) for name, group in pids.items()}
+                machine_before = machine_busy_seconds()
                 found = wrk(cluster.balancer.url)
+                machine = machine_busy_seconds() - machine_before
                 used = {
                     name: sum(map(cpu_seconds, group)) - before[name]
                     for name, group in pids.items()
@@ -83,5 +93,6 @@ def test_throughput_by_replicas() -> None:
             print(
                 "    cores busy: "
                 + ", ".join(f"{name} {seconds / SECONDS:.2f}" for name, seconds in used.items())
+                + f" (whole machine {machine / SECONDS:.2f})"
                 + f"; API CPU {used['API'] * 1000 / turns:.2f} ms per turn"
             )
