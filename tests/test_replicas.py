@@ -210,7 +210,9 @@ def test_client_addresses_in_the_logs_come_from_the_balancer(cluster: Cluster) -
     assert not [line for line in logs() if "198.51.100.7" in line]
 
 
-def test_sigterm_under_load_fails_no_request(cluster: Cluster, standin: StandinServer) -> None:
+def test_sigterm_under_load_fails_no_request(
+    cluster: Cluster, store: redis.Redis, standin: StandinServer
+) -> None:
     with Load(cluster.balancer.url, standin) as load:
         load.wait_answered(60)
         web = cluster.webs["web2"]
@@ -221,6 +223,7 @@ def test_sigterm_under_load_fails_no_request(cluster: Cluster, standin: StandinS
     statuses = Counter(outcome.status for outcome in load.outcomes)
     assert set(statuses) == {200}, statuses
     assert "Application shutdown complete" in web.logs()
+    assert_every_answered_turn_is_stored(store, load)
 
 
 def test_sigkill_fails_only_the_turns_in_flight_and_loses_no_answered_turn(
