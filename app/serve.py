@@ -53,16 +53,12 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> NoReturn:
     raise SystemExit(0)
 
 
-def web_settings(environ: MutableMapping[str, str]) -> Settings:
-    """The API's settings, checked once here, before any process of the replica starts."""
+def run_web(settings: Settings) -> None:
     try:
-        return require_session_secret(load_settings(environ))
+        # The API's settings are checked here, before any process of the replica starts.
+        settings = require_session_secret(settings)
     except SettingsError as exc:
         raise SystemExit(f"configuration error: {exc}") from None
-
-
-def run_web() -> None:
-    settings = web_settings(os.environ)
     made = prepare_metrics_dir(settings.prometheus_multiproc_dir, os.environ)
     # uvicorn re-raises SIGTERM after its graceful shutdown, which would end the process "by
     # signal" (exit 143); this handler turns that last signal into exit 0. It also stops a
@@ -99,19 +95,22 @@ def run_worker() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        raise SystemExit(f"configuration error: {exc}") from None
     parser = argparse.ArgumentParser(prog="python -m app.serve", description=__doc__)
     parser.add_argument(
         "role",
         nargs="?",
         choices=("web", "worker"),
-        default=os.environ.get("PROCESS_ROLE", "web"),
+        default=settings.process_role,
         help="which process to run (default: PROCESS_ROLE, else web)",
     )
-    role = parser.parse_args(argv).role
-    if role == "worker":
+    if parser.parse_args(argv).role == "worker":
         run_worker()
     else:
-        run_web()
+        run_web(settings)
     return 0
 
 

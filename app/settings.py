@@ -70,7 +70,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, rename="upper"):
     max_sessions: PositiveInt | None = None
     admin_token: Annotated[str, Meta(pattern=r"^(|.{16,})$")] = ""
 
-    # Deployment: processes per replica, graceful shutdown, metrics.
+    # Deployment: which process, processes per replica, graceful shutdown, metrics.
+    process_role: Literal["web", "worker"] = "web"
     web_concurrency: Annotated[int, Meta(ge=1, le=64)] = 1
     # Peers whose X-Forwarded-* headers are believed; empty: uvicorn's default, 127.0.0.1.
     forwarded_allow_ips: str = ""

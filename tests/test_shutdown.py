@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 import msgspec
+import pytest
 
 from tests.conftest import base_env, bearer
 from tests.support.cluster import wait_for
@@ -66,8 +67,14 @@ def test_an_open_stream_finishes_after_sigterm_and_the_process_exits_0(
     assert "Application shutdown complete" in logs
 
 
-def test_the_worker_exits_0_on_sigterm(redis_url: str, standin: StandinServer) -> None:
-    worker = ProcfileProcess("worker", base_env(redis_url, standin))
+@pytest.mark.parametrize("how", ["argument", "environment"])
+def test_the_worker_exits_0_on_sigterm(redis_url: str, standin: StandinServer, how: str) -> None:
+    if how == "argument":
+        worker = ProcfileProcess("worker", base_env(redis_url, standin))
+    else:
+        # The image's entry point without a command, told by PROCESS_ROLE.
+        worker = ProcfileProcess("web", {**base_env(redis_url, standin), "PROCESS_ROLE": "worker"})
+        worker.command = "python -m app.serve"
     worker.start()
     try:
         wait_for(lambda: "worker started" in worker.logs(), 30, "the worker to start")
