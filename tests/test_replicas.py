@@ -210,6 +210,14 @@ def test_client_addresses_in_the_logs_come_from_the_balancer(cluster: Cluster) -
     assert not [line for line in logs() if "198.51.100.7" in line]
 
 
+def test_metrics_are_served_by_each_replica_not_through_the_balancer(cluster: Cluster) -> None:
+    through = httpx.get(f"{cluster.balancer.url}/metrics", timeout=10)
+    direct = [httpx.get(f"{web.url}/metrics", timeout=10) for web in cluster.webs.values()]
+
+    assert through.status_code == 404
+    assert all("chat_http_requests_total" in response.text for response in direct)
+
+
 def test_sigterm_under_load_fails_no_request(
     cluster: Cluster, store: redis.Redis, standin: StandinServer
 ) -> None:
