@@ -75,6 +75,16 @@ class Outcome(msgspec.Struct):
     session_id: str
     message: str
     status: int  # 0: the connection failed
+    retry_after: str | None = None
+    error_status: int | None = None  # `error.status` of an error body
+
+
+def error_status(response: httpx.Response) -> int | None:
+    try:
+        status: int = response.json()["error"]["status"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return status
 
 
 class Load:
@@ -103,10 +113,16 @@ class Load:
                         json={"message": message, "session_id": session_id, "model": MODEL},
                         headers=bearer(key),
                     )
-                    status = response.status_code
                 except httpx.TransportError:
-                    status = 0
-                self.outcomes.append(Outcome(session_id, message, status))
+                    self.outcomes.append(Outcome(session_id, message, 0))
+                    await asyncio.sleep(0.05)
+                    continue
+                status = response.status_code
+                outcome = Outcome(session_id, message, status)
+                if status != 200:
+                    outcome.retry_after = response.headers.get("retry-after")
+                    outcome.error_status = error_status(response)
+                self.outcomes.append(outcome)
                 if status != 200:
                     await asyncio.sleep(0.05)
 
@@ -264,6 +280,10 @@ def test_a_redis_restart_gives_503s_then_service_resumes_losing_nothing(
 
     statuses = Counter(outcome.status for outcome in load.outcomes)
     assert set(statuses) == {200, 503}, statuses
+    # The API's error shape, whether a replica or HAProxy (every replica out) answered.
+    unavailable = [outcome for outcome in load.outcomes if outcome.status == 503]
+    assert all(outcome.error_status == 503 for outcome in unavailable), unavailable[:3]
+    assert all(outcome.retry_after == "1" for outcome in unavailable), unavailable[:3]
     # Every client got answers again after the outage.
     last = {outcome.session_id: outcome.status for outcome in load.outcomes}
     assert set(last.values()) == {200}, last
