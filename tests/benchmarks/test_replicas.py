@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import shutil
 import subprocess
 from pathlib import Path
@@ -26,10 +27,16 @@ CONNECTIONS = 64
 SCRIPT = ROOT / "tests" / "benchmarks" / "turns.lua"
 
 
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def wrk(url: str) -> dict[str, str]:
     binary = shutil.which("wrk")
     if binary is None:
         pytest.skip("wrk is not installed (apt-get install wrk)")
+    before = children_cpu_seconds()
     result = subprocess.run(
         [binary, "-t2", f"-c{CONNECTIONS}", f"-d{SECONDS}s", "--latency", "-s", str(SCRIPT), url],
         capture_output=True,
@@ -44,6 +51,7 @@ def wrk(url: str) -> dict[str, str]:
         "p99": re.search(r"^\s+99%\s+(\S+)", output, re.M).group(1),  # type: ignore[union-attr]
         "failed": (re.search(r"Non-2xx or 3xx responses: (\d+)", output) or ["", "0"])[1],
         "errors": (re.search(r"Socket errors: (.*)", output) or ["", "none"])[1],
+        "cpu": str(children_cpu_seconds() - before),
     }
 
 
@@ -84,6 +92,7 @@ def test_throughput_by_replicas() -> None:
                     name: sum(map(cpu_seconds, group)) - before[name]
                     for name, group in pids.items()
                 }
+                used["wrk"] = float(found["cpu"])
             print(
                 f"  {replicas} replica(s): {float(found['rate']):7.0f} turns/s, "
                 f"p50 {found['p50']}, p99 {found['p99']}, "
