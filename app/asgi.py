@@ -17,6 +17,7 @@ from app.controllers.admin import AdminController
 from app.controllers.chat import chat
 from app.controllers.docs import docs_handlers
 from app.controllers.health import health
+from app.controllers.metrics import metrics
 from app.controllers.models import list_models
 from app.controllers.responses import QUOTA_HEADERS
 from app.controllers.sessions import SessionController
@@ -97,6 +98,7 @@ def create_litestar(settings: Settings) -> Litestar:
         SessionController,
         list_models,
         health,
+        metrics,
         *docs_handlers,
         *v1_handlers,
     ]

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from app import telemetry
 from app.completions import NEW_SESSION, completion_payload, incoming_turn, text_of
 from app.errors import InvalidRequest, UpstreamError
 from app.schemas import ChatRequest, ChatResponse, StoredMessage
@@ -254,6 +256,7 @@ class ChatService:
         except UpstreamError as exc:
             await self.record_failure(turn.model, exc.upstream_status or exc.status)
             raise _for_caller(caller, exc) from None
+        telemetry.UPSTREAM_COMPLETE.observe(completion.latency_ms / 1000)
         return completion, await self.commit(caller, turn, completion)
 
     async def open_stream(
@@ -266,12 +269,15 @@ class ChatService:
     async def stream(self, caller: Caller, turn: PreparedTurn) -> UpstreamStream:
         """A prepared turn, streaming, up to upstream's first byte."""
         try:
-            return await self._upstream.open_stream(caller.key.value, turn.payload)
+            upstream = await self._upstream.open_stream(caller.key.value, turn.payload)
         except UpstreamError as exc:
             await self.record_failure(turn.model, exc.upstream_status or exc.status)
             raise _for_caller(caller, exc) from None
+        telemetry.UPSTREAM_STREAM_OPEN.observe(time.perf_counter() - upstream.started)
+        return upstream
 
     async def record_failure(self, model: str, status: int) -> None:
+        telemetry.upstream_failed(status)
         await self._usage.failed(model, status)
 
     async def commit(
@@ -335,6 +341,12 @@ class ChatService:
                 )
             )
             tokens_today = committed.tokens_today
+        if status != 200:
+            telemetry.upstream_failed(status)
+        usage = completion.usage
+        telemetry.turn_saved(
+            completion.model, usage.prompt_tokens, usage.completion_tokens, usage.cost or 0.0
+        )
         quota = caller.quota.quota
         if quota is not None and tokens_today is not None:
             quota.tokens_used = tokens_today

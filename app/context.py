@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException
 
+from app import telemetry
+
 if TYPE_CHECKING:
     from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
 
@@ -98,6 +100,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        telemetry.request_started()
         log = RequestLog(_request_id(scope))
         scope.setdefault("state", {})["request_log"] = log
         header = (b"x-request-id", log.request_id.encode())
@@ -113,13 +116,19 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive_by(receive, deadline, self.body_timeout), send_with_id)
         finally:
+            elapsed = time.perf_counter() - started
+            telemetry.request_finished(scope, log.status, elapsed)
+            # uvicorn puts the load balancer's X-Forwarded-For here when the peer is trusted.
+            client = scope.get("client")
             fields: dict[str, Any] = {
                 "request_id": log.request_id,
                 "method": scope["method"],
                 "path": scope["path"],
                 "status": log.status,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                "duration_ms": round(elapsed * 1000, 2),
             }
+            if client:
+                fields["client"] = client[0]
             if log.first_byte:
                 # For a stream, how long the client waited for the answer to begin.
                 fields["first_byte_ms"] = round((log.first_byte - started) * 1000, 2)

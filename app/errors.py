@@ -14,6 +14,7 @@ from litestar import MediaType, Response
 from litestar.exceptions import HTTPException, ValidationException
 from redis.exceptions import OutOfMemoryError, RedisError
 
+from app import telemetry
 from app.context import request_log
 from app.schemas import ErrorBody, ErrorDetail, OpenAIErrorBody, OpenAIErrorDetail
 
@@ -218,7 +219,8 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
 
 
 def storage_error(exc: RedisError) -> StorageUnavailable:
-    """What a client is told, and the log says, when a Redis call fails."""
+    """What a client is told, and the log and the metrics say, when a Redis call fails."""
+    telemetry.redis_failed()
     if isinstance(exc, OutOfMemoryError):
         # maxmemory reached with noeviction: Redis refuses writes, whole scripts included.
         logger.error("redis is out of memory: writes are refused")

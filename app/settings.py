@@ -75,6 +75,16 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, rename="upper"):
     max_sessions: PositiveInt | None = None
     admin_token: Annotated[str, Meta(pattern=r"^(|.{16,})$")] = ""
 
+    # Deployment: which process, processes per replica, graceful shutdown, metrics.
+    process_role: Literal["web", "worker"] = "web"
+    web_concurrency: Annotated[int, Meta(ge=1, le=64)] = 1
+    # Peers whose X-Forwarded-* headers are believed; empty: uvicorn's default, 127.0.0.1.
+    forwarded_allow_ips: str = ""
+    shutdown_grace_seconds: Annotated[float, Meta(ge=1, le=3600)] = 20.0
+    metrics_token: Annotated[str, Meta(pattern=r"^(|.{16,})$")] = ""
+    # Where a replica's processes keep their Prometheus counters; empty: a temporary one.
+    prometheus_multiproc_dir: str = ""
+
     # Server-key mode: when openrouter_api_key is set, clients send an app token instead.
     openrouter_api_key: Annotated[str, Meta(pattern=r"^[!-~]{0,256}$")] = ""
     app_tokens: tuple[AppToken, ...] = ()

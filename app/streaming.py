@@ -24,6 +24,7 @@ from litestar import Response
 from litestar.response.base import ASGIResponse
 from redis.exceptions import RedisError
 
+from app import telemetry
 from app.chat import chat_answer
 from app.errors import AppError, UpstreamError, openai_detail, storage_error
 from app.openrouter import Completion, ErrorObject, WireUsage
@@ -226,12 +227,14 @@ class StreamRelay:
         self._last_sent = 0.0
         # Set while the turn is being written: a hang-up then must not cut the write short.
         self._committing = False
+        self._awaiting_first_token = True
 
     async def run(self, send: Send, receive: Receive) -> None:
         self._last_sent = asyncio.get_running_loop().time()
         relay = asyncio.ensure_future(self._relay(send))
         disconnect = asyncio.ensure_future(_disconnected(receive))
         keepalive = asyncio.ensure_future(self._keepalives(send))
+        telemetry.STREAMS.inc()
         try:
             done, _ = await asyncio.wait((relay, disconnect), return_when=asyncio.FIRST_COMPLETED)
             if relay in done or self._committing:
@@ -242,6 +245,7 @@ class StreamRelay:
                     await relay
                 await self._interrupted()
         finally:
+            telemetry.STREAMS.dec()
             keepalive.cancel()
             disconnect.cancel()
             relay.cancel()
@@ -277,6 +281,11 @@ class StreamRelay:
                         await self._failed(send, self._upstream.error(error or PROVIDER_FAILED))
                         return
                 if out:
+                    if self._awaiting_first_token:
+                        self._awaiting_first_token = False
+                        telemetry.FIRST_TOKEN_SECONDS.observe(
+                            time.perf_counter() - self._upstream.started
+                        )
                     await self._send(send, b"".join(out))
         except UpstreamError as exc:
             await self._failed(send, exc)

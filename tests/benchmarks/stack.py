@@ -77,17 +77,8 @@ def api_core() -> set[int] | None:
 
 
 @contextmanager
-def running_stack(*, pinned: bool = False, **env: str) -> Iterator[Stack]:
-    """Redis, the stand-in and the API, each its own process.
-
-    `pinned`: the API gets a core to itself and everything else (this process, the stand-in,
-    Redis) shares the others, as when the API runs on its own machine; without it all
-    compete for all cores.
-    """
-    own = api_core() if pinned else None
-    everyone = os.sched_getaffinity(0)
-    if own is not None:
-        pin({os.getpid()}, everyone - own)
+def standin_process() -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """The stand-in in a process of its own: its port and process."""
     port = free_port()
     standin = subprocess.Popen(
         [sys.executable, "-m", "tests.standin", "--port", str(port), "--max-records", "1000"],
@@ -104,7 +95,26 @@ def running_stack(*, pinned: bool = False, **env: str) -> Iterator[Stack]:
                 if time.monotonic() > deadline or standin.poll() is not None:
                     raise
                 time.sleep(0.05)
-        with RedisServer() as redis:
+        yield port, standin
+    finally:
+        standin.terminate()
+        standin.wait(timeout=10)
+
+
+@contextmanager
+def running_stack(*, pinned: bool = False, **env: str) -> Iterator[Stack]:
+    """Redis, the stand-in and the API, each its own process.
+
+    `pinned`: the API gets a core to itself and everything else (this process, the stand-in,
+    Redis) shares the others, as when the API runs on its own machine; without it all
+    compete for all cores.
+    """
+    own = api_core() if pinned else None
+    everyone = os.sched_getaffinity(0)
+    if own is not None:
+        pin({os.getpid()}, everyone - own)
+    try:
+        with standin_process() as (port, standin), RedisServer() as redis:
             settings = {
                 "APP_ENV": "production",
                 "SESSION_SECRET": "benchmark-" + "s" * 40,
@@ -127,5 +137,3 @@ def running_stack(*, pinned: bool = False, **env: str) -> Iterator[Stack]:
     finally:
         if own is not None:
             pin({os.getpid()}, everyone)
-        standin.terminate()
-        standin.wait(timeout=10)

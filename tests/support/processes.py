@@ -68,6 +68,16 @@ class ProcfileProcess:
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def terminate(self) -> None:
+        """SIGTERM, without waiting for the process to end."""
+        assert self._process is not None
+        os.killpg(self._process.pid, signal.SIGTERM)
+
+    def wait(self, timeout: float) -> int:
+        """The exit code of a process that is ending by itself."""
+        assert self._process is not None
+        return self._process.wait(timeout=timeout)
+
     def stop(self, timeout: float = 15.0) -> int | None:
         """SIGTERM, as a platform stops a dyno; returns the exit code."""
         if self._process is None:

@@ -1,0 +1,114 @@
+"""Prometheus metrics of the API: what is recorded, and the cheap calls that record it.
+
+Every API process of a replica writes its own counters to PROMETHEUS_MULTIPROC_DIR (set by
+`app.serve` before this module is imported) and `GET /metrics` adds them up. Without that
+variable, as when the app runs in a test's process, the counters live in this process.
+
+On the hot path a recording is a dict lookup and an increment: labelled children are made once
+per label value and kept, since `labels()` takes a lock and validates its arguments each call.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from prometheus_client import Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from litestar.types import Scope
+
+# Seconds: from a fast model's first token to a long answer.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+UNMATCHED_ROUTE = "unmatched"
+
+REQUESTS = Counter(
+    "chat_http_requests", "Requests answered, by route template and status", ("route", "status")
+)
+REQUEST_SECONDS = Histogram(
+    "chat_http_request_duration_seconds",
+    "Time from a request's arrival to the end of its response (a stream's whole life)",
+    ["route"],
+    buckets=LATENCY_BUCKETS,
+)
+IN_FLIGHT = Gauge(
+    "chat_http_requests_in_flight", "Requests being served", multiprocess_mode="livesum"
+)
+STREAMS = Gauge("chat_streams_in_flight", "Streams being relayed", multiprocess_mode="livesum")
+UPSTREAM_SECONDS = Histogram(
+    "chat_upstream_duration_seconds",
+    "OpenRouter's time: a whole completion, or a stream until its response began",
+    ["kind"],
+    buckets=LATENCY_BUCKETS,
+)
+FIRST_TOKEN_SECONDS = Histogram(
+    "chat_stream_first_token_seconds",
+    "Time from sending a streaming request upstream to relaying its first text",
+    buckets=LATENCY_BUCKETS,
+)
+TOKENS = Counter("chat_tokens", "Tokens of saved turns, by model", ["model", "kind"])
+COST = Counter("chat_cost_usd", "Cost of saved turns in USD as OpenRouter reports it", ["model"])
+TURNS = Counter("chat_turns", "Turns saved, by model", ["model"])
+UPSTREAM_ERRORS = Counter(
+    "chat_upstream_errors", "Failed upstream calls, by OpenRouter's status", ["status"]
+)
+REDIS_ERRORS = Counter("chat_redis_errors", "Requests that failed because Redis did not answer")
+
+UPSTREAM_COMPLETE = UPSTREAM_SECONDS.labels("complete")
+UPSTREAM_STREAM_OPEN = UPSTREAM_SECONDS.labels("stream_open")
+
+
+class _ModelCounters:
+    __slots__ = ("completion_tokens", "cost", "prompt_tokens", "turns")
+
+    def __init__(self, model: str) -> None:
+        self.turns = TURNS.labels(model)
+        self.prompt_tokens = TOKENS.labels(model, "prompt")
+        self.completion_tokens = TOKENS.labels(model, "completion")
+        self.cost = COST.labels(model)
+
+
+_requests: dict[tuple[str, int], Counter] = {}
+_durations: dict[str, Histogram] = {}
+_models: dict[str, _ModelCounters] = {}
+_upstream_errors: dict[int, Counter] = {}
+
+
+def request_started() -> None:
+    IN_FLIGHT.inc()
+
+
+def request_finished(scope: Scope, status: int, seconds: float) -> None:
+    """Count a request under its route template, so ids in paths do not make new series."""
+    route = scope.get("path_template") or UNMATCHED_ROUTE
+    key = (route, status)
+    counter = _requests.get(key)
+    if counter is None:
+        counter = _requests[key] = REQUESTS.labels(route, str(status))
+    counter.inc()
+    duration = _durations.get(route)
+    if duration is None:
+        duration = _durations[route] = REQUEST_SECONDS.labels(route)
+    duration.observe(seconds)
+    IN_FLIGHT.dec()
+
+
+def turn_saved(model: str, prompt_tokens: int, completion_tokens: int, cost: float) -> None:
+    counters = _models.get(model)
+    if counters is None:
+        counters = _models[model] = _ModelCounters(model)
+    counters.turns.inc()
+    counters.prompt_tokens.inc(prompt_tokens)
+    counters.completion_tokens.inc(completion_tokens)
+    if cost:
+        counters.cost.inc(cost)
+
+
+def upstream_failed(status: int) -> None:
+    counter = _upstream_errors.get(status)
+    if counter is None:
+        counter = _upstream_errors[status] = UPSTREAM_ERRORS.labels(str(status))
+    counter.inc()
+
+
+def redis_failed() -> None:
+    REDIS_ERRORS.inc()

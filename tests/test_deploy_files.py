@@ -1,0 +1,158 @@
+"""The deployment files: Dockerfile, compose.yaml, Procfile, render.yaml and the HAProxy
+configuration run one set of commands, and each says what a deployment needs."""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import yaml
+
+from app.settings import Settings
+from tests.support.cluster import compose_config, compose_file
+from tests.support.processes import ROOT, process_env, procfile_command
+from tests.support.redis_server import free_port
+
+if TYPE_CHECKING:
+    from tests.support.processes import WebProcess
+
+BIN = Path(sys.executable).parent
+ENTRY = ["python", "-m", "app.serve"]
+
+
+def dockerfile() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments), line continuations joined, comments dropped."""
+    instructions = []
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            name, _, rest = line.partition(" ")
+            instructions.append((name.upper(), rest.strip()))
+    return instructions
+
+
+def arguments(instruction: str) -> Any:
+    return next(yaml.safe_load(rest) for name, rest in dockerfile() if name == instruction)
+
+
+def test_hadolint_finds_nothing_in_the_dockerfile() -> None:
+    result = subprocess.run(
+        [str(BIN / "hadolint"), "--failure-threshold", "info", "Dockerfile"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_is_multi_stage_slim_non_root_with_health_and_stop_signal() -> None:
+    instructions = dockerfile()
+    stages = [rest for name, rest in instructions if name == "FROM"]
+    assert len(stages) >= 2
+    assert all("-slim" in stage for stage in stages), stages
+    users = [rest for name, rest in instructions if name == "USER"]
+    assert users and users[-1].split(":")[0] not in ("root", "0")
+    assert ("STOPSIGNAL", "SIGTERM") in instructions
+    healthcheck = next(rest for name, rest in instructions if name == "HEALTHCHECK")
+    assert "app.healthcheck" in healthcheck
+    # Dependencies are installed before the app's code is copied, so they cache as a layer.
+    first_app_copy = instructions.index(("COPY", "app ./app"))
+    assert any(
+        name == "RUN" and "requirements.txt" in rest for name, rest in instructions[:first_app_copy]
+    )
+
+
+def test_image_compose_render_and_procfile_run_the_same_commands() -> None:
+    entrypoint, default = arguments("ENTRYPOINT"), arguments("CMD")
+    assert entrypoint == ENTRY
+    web, worker = procfile_command("web"), procfile_command("worker")
+    assert shlex.split(web) == [*entrypoint, *default] == [*ENTRY, "web"]
+    assert shlex.split(worker) == [*ENTRY, "worker"]
+    services = compose_file()["services"]
+    assert [*entrypoint, *services["api"]["command"]] == shlex.split(web)
+    assert [*entrypoint, *services["worker"]["command"]] == shlex.split(worker)
+    render = yaml.safe_load((ROOT / "render.yaml").read_text())["services"]
+    starts = {service["type"]: service.get("startCommand") for service in render}
+    assert starts["web"] == web
+    assert starts["worker"] == worker
+
+
+def test_compose_runs_three_replicas_behind_a_balancer_started_by_health() -> None:
+    services = compose_file()["services"]
+    assert set(services) == {"redis", "api", "worker", "lb"}
+
+    redis = services["redis"]
+    assert "--appendonly" in redis["command"]
+    assert redis["command"][redis["command"].index("--appendonly") + 1] == "yes"
+    assert "redis-cli" in redis["healthcheck"]["test"]
+    assert any(volume.endswith(":/data") for volume in redis["volumes"])
+
+    api = services["api"]
+    assert api["deploy"]["replicas"] == 3
+    assert api["depends_on"]["redis"]["condition"] == "service_healthy"
+    # The image's HEALTHCHECK is the api's: compose must not switch it off.
+    assert "healthcheck" not in api
+    assert services["worker"]["depends_on"]["redis"]["condition"] == "service_healthy"
+
+    lb = services["lb"]
+    assert lb["image"].startswith("haproxy:")
+    assert lb["ports"] == ["8000:8000"]
+    assert lb["depends_on"]["api"]["condition"] == "service_healthy"
+    assert {config["source"]: config["target"] for config in lb["configs"]} == {
+        "haproxy": "/usr/local/etc/haproxy/haproxy.cfg",
+        "haproxy-backend": "/usr/local/etc/haproxy/backend.cfg",
+    }
+    # Every setting the services get is one the app knows.
+    given = set(compose_file()["x-app-env"]) | set(api["environment"])
+    assert given <= set(Settings.__struct_encode_fields__), given - set(
+        Settings.__struct_encode_fields__
+    )
+
+
+def test_compose_balancer_has_a_slot_for_every_replica() -> None:
+    backend = compose_config("haproxy-backend")
+    template = next(line.split() for line in backend.splitlines() if "server-template" in line)
+    slots = int(template[2])
+    assert slots >= compose_file()["services"]["api"]["deploy"]["replicas"]
+    assert template[3] == "api:8000"
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
+def test_haproxy_accepts_the_shipped_configuration(tmp_path: Path) -> None:
+    config, backend = tmp_path / "haproxy.cfg", tmp_path / "backend.cfg"
+    config.write_text(compose_config("haproxy"))
+    backend.write_text(compose_config("haproxy-backend"))
+    result = subprocess.run(
+        ["haproxy", "-c", "-f", str(config), "-f", str(backend)],
+        env={**process_env({}), "LB_BIND": "127.0.0.1:8000"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def healthcheck(env: dict[str, str]) -> int:
+    return subprocess.run(
+        [sys.executable, "-m", "app.healthcheck"],
+        cwd=ROOT,
+        env=process_env(env),
+        capture_output=True,
+        check=False,
+        timeout=30,
+    ).returncode
+
+
+def test_the_image_healthcheck_asks_the_api(api: WebProcess) -> None:
+    port = api.url.rsplit(":", 1)[1]
+
+    assert healthcheck({"PORT": port}) == 0
+    assert healthcheck({"PORT": str(free_port())}) == 1
+    assert healthcheck({"PORT": str(free_port()), "PROCESS_ROLE": "worker"}) == 0
