@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import base_env, bearer
 from tests.support.processes import WebProcess
 from tests.support.redis_server import free_port
-from tests.test_chat import chat_ok, redis_snapshot
+from tests.test_chat import chat_ok, limit_key, redis_snapshot
 from tests.test_validation import assert_error
 
 if TYPE_CHECKING:
@@ -94,7 +94,9 @@ def test_another_key_reaches_nothing_of_a_session_on_any_route(
 
     # Refused before OpenRouter was called: the intruder's key was never used upstream.
     assert standin.control.requests(intruder) == []
-    assert redis_snapshot(redis_client, skip=frozenset({"chat:usage:inbox"})) == before
+    # Only the intruder's own rate-limit count moved: its turns count, like any turn.
+    skip = frozenset({"chat:usage:inbox", limit_key(intruder)})
+    assert redis_snapshot(redis_client, skip=skip) == before
     for replica in (one, two):
         mine = replica.get(f"/sessions/{session_id}", headers=bearer(api_key))
         assert mine.status_code == 200
