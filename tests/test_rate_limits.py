@@ -39,11 +39,16 @@ def header(response: httpx.Response, name: str) -> int:
     return int(response.headers[name])
 
 
-def turns_until_refused(http: httpx.Client, key: str, most: int) -> list[httpx.Response]:
+def turns_until_refused(
+    http: httpx.Client,
+    key: str,
+    most: int,
+    send: Callable[[httpx.Client, str], httpx.Response] = turn,
+) -> list[httpx.Response]:
     """Turns one after another until the first 429 (or `most` turns)."""
     answers: list[httpx.Response] = []
     while len(answers) < most:
-        answers.append(turn(http, key))
+        answers.append(send(http, key))
         if answers[-1].status_code != 200:
             break
     return answers
@@ -375,10 +380,7 @@ def test_pass_through_turns_count_against_the_daily_token_limit(
     web = start_api(RATE_LIMIT_PER_MINUTE="0", TOKEN_LIMIT_PER_DAY="30")
     standin.control.script(api_key, *[{"content": "one two three four five six"}] * 10)
     with httpx.Client(base_url=web.url, timeout=30) as http:
-        answers: list[httpx.Response] = []
-        while not answers or answers[-1].status_code == 200:
-            answers.append(completion(http, api_key))
-            assert len(answers) <= 10, "the token limit never refused a turn"
+        answers = turns_until_refused(http, api_key, most=10, send=completion)
     *admitted, refused = answers
 
     used = sum(answer.json()["usage"]["total_tokens"] for answer in admitted)
