@@ -87,6 +87,16 @@ def test_another_key_reaches_nothing_of_a_session_on_any_route(
             response = replica.request(method, path, json=body, headers=bearer(intruder))
             assert_error(response, 404)
             assert "my secret plan" not in response.text, name
+        for stream in (False, True):
+            # The OpenAI-compatible route, continuing the session through its header.
+            response = replica.post(
+                "/v1/chat/completions",
+                json={"messages": [{"role": "user", "content": "mine now"}], "stream": stream},
+                headers=bearer(intruder) | {"X-Session-Id": session_id},
+            )
+            assert response.status_code == 404, response.text
+            assert response.json()["error"]["message"]
+            assert "my secret plan" not in response.text
         listed = replica.get("/sessions", headers=bearer(intruder))
         assert listed.status_code == 200
         assert listed.json()["sessions"] == []

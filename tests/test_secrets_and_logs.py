@@ -158,6 +158,20 @@ class Spread:
         assert bad_auth.status_code == 401
         doomed = self.chat(200, message="short-lived").json()["session_id"]
         assert self.send("DELETE", f"/sessions/{doomed}").status_code == 204
+        # The OpenAI-compatible routes: with memory, streamed, and a failure quoting the key.
+        messages = [{"role": "user", "content": "hello from the SDK"}]
+        for stream in (False, True):
+            answer = self.send(
+                "POST",
+                "/v1/chat/completions",
+                json={"messages": messages, "stream": stream},
+                headers={"X-Session-Id": session_id},
+            )
+            assert answer.status_code == 200, answer.text
+        self.standin.control.script(self.key, {"status": 401, "message": f"Key {self.key} bad"})
+        refused = self.send("POST", "/v1/chat/completions", json={"messages": messages})
+        assert refused.status_code == 401, refused.text
+        assert self.send("GET", "/v1/models").status_code == 200
 
 
 # ---- the key ---------------------------------------------------------------------------------
@@ -182,7 +196,7 @@ def test_key_is_never_logged_stored_or_returned(
 
     # Forwarded upstream, where it belongs, on every call.
     upstream = standin.control.requests(api_key)
-    assert len(upstream) == 7
+    assert len(upstream) == 10
     assert all(r["headers"]["authorization"] == f"Bearer {api_key}" for r in upstream)
 
     request_lines(logged_api, set(spread.responses))
