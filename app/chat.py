@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -19,6 +20,8 @@ from app.sessions import History, HistoryMessage, Turn
 from app.usage import UsageEvent, UsageInbox, usage_event_encoder
 
 if TYPE_CHECKING:
+    from collections.abc import Coroutine
+
     from app.auth import Caller
     from app.openrouter import Completion, OpenRouterClient, UpstreamStream
     from app.ratelimit import RateLimiter
@@ -109,6 +112,20 @@ class ChatService:
         self._usage = usage
         self._limiter = limiter
         self._settings = settings
+        # Writes that outlive their request (a stream cut by the server's shutdown), awaited
+        # by `drain` before the clients close.
+        self._late_writes: set[asyncio.Future[None]] = set()
+
+    def write_later(self, write: Coroutine[Any, Any, None]) -> None:
+        """Run a write its request cannot wait for; `drain` waits for it at shutdown."""
+        task = asyncio.ensure_future(write)
+        self._late_writes.add(task)
+        task.add_done_callback(self._late_writes.discard)
+
+    async def drain(self, seconds: float) -> None:
+        """Wait, at most `seconds`, for the writes still running."""
+        if self._late_writes:
+            await asyncio.wait(self._late_writes, timeout=seconds)
 
     def _check_limits(self, request: ChatRequest) -> None:
         limit = self._settings.max_message_chars

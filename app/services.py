@@ -27,6 +27,10 @@ if TYPE_CHECKING:
     from app.settings import Settings
 
 
+# How long a stopping process waits for the writes of requests it cut short.
+LATE_WRITES_SECONDS = 5.0
+
+
 class Services:
     """What a handler may ask for. A plain class: Litestar passes it through untouched."""
 
@@ -93,13 +97,19 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             store = SessionStore(
                 redis, ttl_ms=settings.session_ttl_ms, history_cap=settings.history_cap
             )
-            yield Services(
-                settings=settings,
-                redis=redis,
-                store=store,
-                chat=ChatService(store, upstream, UsageInbox(redis), RateLimiter(redis), settings),
-                catalog=ModelCatalog(redis, upstream, fresh_seconds=settings.models_cache_seconds),
-            )
+            chat = ChatService(store, upstream, UsageInbox(redis), RateLimiter(redis), settings)
+            try:
+                yield Services(
+                    settings=settings,
+                    redis=redis,
+                    store=store,
+                    chat=chat,
+                    catalog=ModelCatalog(
+                        redis, upstream, fresh_seconds=settings.models_cache_seconds
+                    ),
+                )
+            finally:
+                await chat.drain(LATE_WRITES_SECONDS)
         finally:
             await transport.aclose()
     finally:

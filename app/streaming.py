@@ -240,10 +240,13 @@ class StreamRelay:
             if relay in done or self._committing:
                 await relay
             else:
-                relay.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await relay
-                await self._interrupted()
+                await self._interrupted(relay)
+        except asyncio.CancelledError:
+            # The server is stopping and its grace is over: keep what was said, as when the
+            # client hangs up, in a write that the shutdown waits for.
+            if not self._committing:
+                self._chat.write_later(self._interrupted(relay))
+            raise
         finally:
             telemetry.STREAMS.dec()
             keepalive.cancel()
@@ -321,8 +324,12 @@ class StreamRelay:
         await self._save_partial(error=error.message, status=status or error.status)
         await self._send(send, self._error_event(error))
 
-    async def _interrupted(self) -> None:
-        """The client hung up: stop the upstream now, keep what was said."""
+    async def _interrupted(self, relay: asyncio.Future[None]) -> None:
+        """The client hung up, or the server is stopping: stop the relay and the upstream now,
+        keep what was said."""
+        relay.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await relay
         await self._upstream.aclose()
         await self._save_partial(interrupted=True)
 

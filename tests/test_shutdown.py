@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from typing import TYPE_CHECKING
 
@@ -12,6 +13,7 @@ import pytest
 from tests.conftest import base_env, bearer
 from tests.support.cluster import wait_for
 from tests.support.processes import ProcfileProcess
+from tests.support.redis_state import stored_messages
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -65,6 +67,45 @@ def test_an_open_stream_finishes_after_sigterm_and_the_process_exits_0(
     assert len(session) == 2  # type: ignore[arg-type]
     logs = web.logs()
     assert "Application shutdown complete" in logs
+
+
+def test_a_stream_past_the_grace_is_cut_and_its_text_saved_as_interrupted(
+    start_api: Callable[..., WebProcess],
+    standin: StandinServer,
+    redis_client: redis.Redis,
+    api_key: str,
+) -> None:
+    content = " ".join(f"word{i}" for i in range(WORDS))
+    # 30 words at 0.5 s each: the stream outlives the 1 s grace by far.
+    standin.control.script(api_key, {"content": content, "chunk_delay": 0.5})
+    web = start_api(SHUTDOWN_GRACE_SECONDS="1")
+    events = []
+    with (
+        # The server cuts the stream: the client sees the connection end early.
+        contextlib.suppress(httpx.TransportError),
+        httpx.Client(base_url=web.url, timeout=30) as http,
+        http.stream(
+            "POST", "/chat", json={"message": "long", "stream": True}, headers=bearer(api_key)
+        ) as response,
+    ):
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                events.append(msgspec.json.decode(line[6:]))
+                if len(events) == 2:
+                    web.terminate()
+
+    assert web.wait(timeout=30) == 0
+    assert 2 <= len(events) < WORDS
+    assert all(event["type"] == "delta" for event in events)
+    # The client never got the done event with its session id: the only session is this one.
+    (key,) = redis_client.keys("chat:{*}:messages")  # type: ignore[misc]
+    stored = stored_messages(redis_client, key.decode().split("{")[1].split("}")[0])
+    assert [m["role"] for m in stored] == ["user", "assistant"]
+    assert stored[1]["interrupted"] is True
+    sent = "".join(event["content"] for event in events)
+    # Everything the client got is saved, and at most what was produced after it.
+    assert stored[1]["content"].startswith(sent)
+    assert content.startswith(stored[1]["content"])
 
 
 @pytest.mark.parametrize("how", ["argument", "environment"])
