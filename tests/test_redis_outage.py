@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from tests.standin import StandinServer
     from tests.support.processes import WebProcess
 
-# The issue's bound for answering while Redis is unreachable.
+# The documented bound for answering while Redis is unreachable (README: a 503 within 2 s).
 BOUND_SECONDS = 2.0
 
 
@@ -100,7 +100,7 @@ def probes(key: str, session_id: str) -> list[Probe]:
 
 
 def answer_within_bound(base_url: str, key: str, probe: Probe) -> None:
-    """The probe's answer is what it must be, and it comes in under the issue's bound."""
+    """The probe's answer is what it must be, and it comes in under the documented bound."""
     # The client waits longer than the bound, so a hang is told apart from a slow answer.
     with httpx.Client(base_url=base_url, timeout=BOUND_SECONDS + 3) as http:
         started = time.monotonic()

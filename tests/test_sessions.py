@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     from tests.support.processes import WebProcess
 
-# The default for SESSION_CLEANUP_HOURS; the shared API runs with defaults.
+# The documented default of SESSION_CLEANUP_HOURS; the shared API runs with defaults.
 DEFAULT_CLEANUP_HOURS = 24
 MODEL = "openai/gpt-4o-mini"
 

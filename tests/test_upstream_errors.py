@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from tests.standin import StandinServer
     from tests.support.processes import WebProcess
 
-# Failed calls are reported to the worker's usage inbox (issue 3): the only write they may make.
+# Failed calls are reported to the worker's usage inbox: the only write they may make.
 USAGE_INBOX = "chat:usage:inbox"
 # UPSTREAM_RETRIES defaults to 2: three attempts in all.
 ATTEMPTS = 3

@@ -41,7 +41,7 @@ HEARTBEAT = "chat:worker:heartbeat"
 DEFAULT_MODEL = "anthropic/claude-3.5-sonnet"
 OTHER_MODEL = "openai/gpt-chat-latest"
 THIRD_MODEL = "x-ai/grok-4.3"
-# The issue: "a metric is visible within a couple of seconds of the turn".
+# Usage metrics are visible within a couple of seconds of the turn (the drain runs each second).
 VISIBLE_WITHIN = 5.0
 DAY_MS = 86_400_000
 
