@@ -117,7 +117,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive_by(receive, deadline, self.body_timeout), send_with_id)
         finally:
             elapsed = time.perf_counter() - started
-            telemetry.request_finished(scope, log.status, elapsed)
+            telemetry.request_finished(scope, log.status, elapsed, log.request_id)
             # uvicorn puts the load balancer's X-Forwarded-For here when the peer is trusted.
             client = scope.get("client")
             fields: dict[str, Any] = {

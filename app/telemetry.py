@@ -10,9 +10,12 @@ per label value and kept, since `labels()` takes a lock and validates its argume
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from prometheus_client import Counter, Gauge, Histogram
+
+from app.exemplars import ExemplarStore
 
 if TYPE_CHECKING:
     from litestar.types import Scope
@@ -24,8 +27,9 @@ UNMATCHED_ROUTE = "unmatched"
 REQUESTS = Counter(
     "chat_http_requests", "Requests answered, by route template and status", ("route", "status")
 )
+REQUEST_SECONDS_NAME = "chat_http_request_duration_seconds"
 REQUEST_SECONDS = Histogram(
-    "chat_http_request_duration_seconds",
+    REQUEST_SECONDS_NAME,
     "Time from a request's arrival to the end of its response (a stream's whole life)",
     ["route"],
     buckets=LATENCY_BUCKETS,
@@ -53,6 +57,9 @@ UPSTREAM_ERRORS = Counter(
 )
 REDIS_ERRORS = Counter("chat_redis_errors", "Requests that failed because Redis did not answer")
 
+# The request id of a recent request per bucket of REQUEST_SECONDS, for /metrics.
+EXEMPLARS = ExemplarStore(LATENCY_BUCKETS, os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None)
+
 UPSTREAM_COMPLETE = UPSTREAM_SECONDS.labels("complete")
 UPSTREAM_STREAM_OPEN = UPSTREAM_SECONDS.labels("stream_open")
 
@@ -77,7 +84,7 @@ def request_started() -> None:
     IN_FLIGHT.inc()
 
 
-def request_finished(scope: Scope, status: int, seconds: float) -> None:
+def request_finished(scope: Scope, status: int, seconds: float, request_id: str) -> None:
     """Count a request under its route template, so ids in paths do not make new series."""
     route = scope.get("path_template") or UNMATCHED_ROUTE
     key = (route, status)
@@ -89,6 +96,7 @@ def request_finished(scope: Scope, status: int, seconds: float) -> None:
     if duration is None:
         duration = _durations[route] = REQUEST_SECONDS.labels(route)
     duration.observe(seconds)
+    EXEMPLARS.record(route, seconds, request_id)
     IN_FLIGHT.dec()
 
 

@@ -10,6 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import bearer
@@ -168,3 +171,49 @@ def test_requests_in_flight_of_a_crashed_process_stop_counting(
     thread.join(timeout=60)
     wait_for(lambda: bool(server_processes(web.pid) - before), 30, "new uvicorn processes")
     wait_for(lambda: in_flight() == 1, 30, "only the scrape to be in flight")
+
+
+def chat_exemplars(text: str) -> dict[str, tuple[str, float]]:
+    """The exemplars on /chat's latency buckets: le -> (request id, seconds)."""
+    found = {}
+    for family in openmetrics_families(text):  # type: ignore[no-untyped-call]
+        for sample in family.samples:
+            labels = sample.labels
+            if sample.exemplar is not None and labels.get("route") == "/chat":
+                assert sample.name == "chat_http_request_duration_seconds_bucket"
+                found[labels["le"]] = (sample.exemplar.labels["request_id"], sample.exemplar.value)
+    return found
+
+
+def test_openmetrics_scrapes_carry_request_ids_as_exemplars_over_every_process(
+    start_api: Callable[..., WebProcess], api_key: str
+) -> None:
+    web = start_api(WEB_CONCURRENCY="2")
+    sent = {f"exemplar-{n}-{os.urandom(4).hex()}" for n in range(6)}
+    openmetrics = {"Accept": "application/openmetrics-text; version=1.0.0"}
+    with httpx.Client(base_url=web.url, timeout=10) as http:
+        for rid in sent:
+            answer = http.post(
+                "/chat", json={"message": "hi"}, headers=bearer(api_key) | {"X-Request-ID": rid}
+            )
+            assert answer.status_code == 200
+        # Each process writes its exemplars at most once a second, on its next request.
+        scrapes: list[httpx.Response] = []
+
+        def scraped_one() -> bool:
+            scrapes.append(http.get("/metrics", headers=openmetrics))
+            return bool(chat_exemplars(scrapes[-1].text))
+
+        wait_for(scraped_one, 15, "an exemplar of /chat")
+        # Whichever process serves the scrape, it sees the other's exemplars too.
+        later = [http.get("/metrics", headers=openmetrics) for _ in range(6)]
+        plain = http.get("/metrics")
+
+    for scrape in [scrapes[-1], *later]:
+        assert scrape.headers["content-type"].startswith("application/openmetrics-text")
+        exemplars = chat_exemplars(scrape.text)
+        assert exemplars
+        for le, (rid, seconds) in exemplars.items():
+            assert rid in sent
+            assert seconds <= float(le)
+    assert "# {" not in plain.text  # the classic text format has no exemplars

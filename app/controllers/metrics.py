@@ -5,16 +5,23 @@ from __future__ import annotations
 import hmac
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from litestar import Request, Response, get
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.openmetrics import exposition as openmetrics_exposition
 
+from app import telemetry
 from app.errors import Unauthorized
+from app.exemplars import WithExemplars
 from app.services import Services
 
+if TYPE_CHECKING:
+    from prometheus_client.registry import Collector
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+OPENMETRICS_CONTENT_TYPE = openmetrics_exposition.CONTENT_TYPE_LATEST
 
 
 def _check_token(request: Request[Any, Any, Any], token: str) -> None:
@@ -38,20 +45,28 @@ def forget_dead_processes(directory: str) -> None:
             continue
 
 
-def exposition() -> bytes:
-    """Every process's counters when they share a directory, else this process's."""
+def exposition(openmetrics: bool) -> tuple[bytes, str]:
+    """Every process's counters when they share a directory, else this process's; in the
+    OpenMetrics format, with the request latency's exemplars, when the scraper asks for it."""
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if not directory:
-        return generate_latest(REGISTRY)
-    forget_dead_processes(directory)
-    registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
-    return generate_latest(registry)
+    registry: Collector = REGISTRY
+    if directory:
+        forget_dead_processes(directory)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+    if not openmetrics:
+        return generate_latest(registry), CONTENT_TYPE
+    with_exemplars = WithExemplars(registry, telemetry.REQUEST_SECONDS_NAME, telemetry.EXEMPLARS)
+    body = openmetrics_exposition.generate_latest(with_exemplars)  # type: ignore[no-untyped-call]
+    return body, OPENMETRICS_CONTENT_TYPE
 
 
 @get("/metrics", include_in_schema=False, sync_to_thread=False)
 def metrics(request: Request[Any, Any, Any], services: Services) -> Response[bytes]:
-    """Prometheus text format; behind `METRICS_TOKEN` when it is set."""
+    """Prometheus text format, or OpenMetrics (with exemplars: request ids beside the latency
+    buckets) when the Accept header asks for it; behind `METRICS_TOKEN` when it is set."""
     if services.settings.metrics_token:
         _check_token(request, services.settings.metrics_token)
-    return Response(exposition(), media_type=CONTENT_TYPE)
+    openmetrics = "application/openmetrics-text" in request.headers.get("accept", "")
+    body, content_type = exposition(openmetrics)
+    return Response(body, media_type=content_type)
