@@ -39,14 +39,14 @@ def _ms(text: str) -> float:
 
 
 def wrk(url: str, connections: int, seconds: float, *args: str) -> WrkResult:
-    """`connections` kept-alive connections for `seconds`, `tests/benchmarks/chat.lua` building
-    the requests (`args` go to its init)."""
+    """`connections` kept-alive connections for `seconds` (rounded: wrk takes whole seconds),
+    `tests/benchmarks/chat.lua` building the requests (`args` go to its init)."""
     binary = shutil.which("wrk")
     if binary is None:
         pytest.skip("wrk is not installed (apt-get install wrk)")
     threads = min(2, connections)
-    command = [binary, f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--latency"]
-    command += ["--timeout", "30s", "-s", str(CHAT_SCRIPT), url, "--", *args]
+    command = [binary, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s"]
+    command += ["--latency", "--timeout", "30s", "-s", str(CHAT_SCRIPT), url, "--", *args]
     output = subprocess.run(
         command,
         capture_output=True,

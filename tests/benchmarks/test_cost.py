@@ -9,6 +9,8 @@ a 10-message history. Prints a table, and writes it with a plot to `tests/benchm
     python -m pytest -m benchmark -s tests/benchmarks/test_cost.py
 
 BENCH_CONNECTIONS (default 1,8,32,128,256) and BENCH_SECONDS (default 5) shorten or lengthen it.
+`test_memory_stays_flat` serves BENCH_LONG_TURNS turns (default 100,000) and follows the API's
+RSS on the way.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ pytestmark = pytest.mark.benchmark
 
 CONNECTIONS = tuple(map(int, os.environ.get("BENCH_CONNECTIONS", "1,8,32,128,256").split(",")))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
+LONG_TURNS = int(os.environ.get("BENCH_LONG_TURNS", "100000"))
+# Growth of the API's RSS past warm-up that a long run may show: allocator noise, not a leak.
+RSS_SLACK_MB = 8.0
 RESULTS = ROOT / "tests" / "benchmarks" / "results"
 TARGETS = ("stand-in direct", "floor", "seed design", "API")
 
@@ -91,19 +96,24 @@ def plot(rows: list[Row], path: str) -> None:
     figure.savefig(path, dpi=90)
 
 
+def api_settings(env: dict[str, str]) -> dict[str, str]:
+    """Every feature on: request logs, metrics, a rate limit (one that never binds: every
+    connection shares one key)."""
+    return {
+        **env,
+        "APP_ENV": "production",
+        "SESSION_SECRET": "benchmark-" + "s" * 40,
+        "LOG_LEVEL": "INFO",
+        "MAX_HISTORY_MESSAGES": "10",
+        "RATE_LIMIT_PER_MINUTE": "1000000000",
+    }
+
+
 def test_turn_cost_by_concurrency() -> None:
     with standin_process() as (port, standin), RedisServer() as server:
         upstream = f"http://127.0.0.1:{port}/api/v1"
         env = {"OPENROUTER_BASE_URL": upstream, "REDIS_URL": server.url}
-        settings = {
-            **env,
-            "APP_ENV": "production",
-            "SESSION_SECRET": "benchmark-" + "s" * 40,
-            "LOG_LEVEL": "INFO",
-            "MAX_HISTORY_MESSAGES": "10",
-            # One key for every connection: a limit that never binds, still checked.
-            "RATE_LIMIT_PER_MINUTE": "1000000000",
-        }
+        settings = api_settings(env)
         redis_client = redis.Redis.from_url(server.url)
         with (
             WebProcess(settings, free_port()) as api,
@@ -146,3 +156,25 @@ def test_turn_cost_by_concurrency() -> None:
     (RESULTS / "turns.md").write_text(text + "\n")
     (RESULTS / "turns.json").write_bytes(msgspec.json.format(msgspec.json.encode(rows)))
     plot(rows, str(RESULTS / "turns.png"))
+
+
+def test_memory_stays_flat() -> None:
+    """The API's RSS after each tenth of a long run: warm-up is the first tenth; after it, no
+    growth beyond allocator noise."""
+    with standin_process() as (port, _), RedisServer() as server:
+        env = {"OPENROUTER_BASE_URL": f"http://127.0.0.1:{port}/api/v1", "REDIS_URL": server.url}
+        with WebProcess(api_settings(env), free_port()) as api:
+            served, elapsed = 0, 0.0
+            samples: list[tuple[int, float]] = []
+            while served < LONG_TURNS:
+                # A tenth of the run per chunk, at the rate seen so far.
+                seconds = LONG_TURNS / 10 / (served / elapsed) if served else 5.0
+                found = measure(api.pid, api.url, 32, seconds, "chat")
+                assert found.load.failed == 0, found.load
+                served += found.load.requests
+                elapsed += found.load.seconds
+                samples.append((served, found.rss_mb))
+    print(f"\nAPI RSS over {served:,} turns at 32 connections:")
+    print("  " + ", ".join(f"{turns:,}: {rss:.1f} MB" for turns, rss in samples))
+    warm = samples[0][1] if len(samples) == 1 else samples[1][1]
+    assert max(rss for _, rss in samples[1:]) <= warm + RSS_SLACK_MB, samples
