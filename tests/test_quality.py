@@ -65,7 +65,8 @@ def locked_pins() -> dict[str, Version]:
 
 def test_lock_pins_every_declared_dependency_within_its_range() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    declared = [*project["dependencies"], *project["optional-dependencies"]["dev"]]
+    extras = project["optional-dependencies"]
+    declared = [*project["dependencies"], *extras["dev"], *extras["bench"]]
     pins = locked_pins()
     for text in declared:
         requirement = Requirement(text)
