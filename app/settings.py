@@ -106,7 +106,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, rename="upper"):
 
     @property
     def history_cap(self) -> int:
-        """Messages kept per session: whole user/assistant pairs only."""
+        """Messages kept per session, rounded down to even so that /chat's pairs stay whole
+        (the commit script cuts the history at a user message, so a turn is never split)."""
         return self.max_history_messages - self.max_history_messages % 2
 
     @property

@@ -210,17 +210,26 @@ def test_the_limit_holds_across_two_replicas(
     assert len(standin.control.requests(api_key)) == admitted
 
 
+def turns_under_a_token_limit_of_30(
+    start_api: Callable[..., WebProcess],
+    standin: StandinServer,
+    key: str,
+    send: Callable[[httpx.Client, str], httpx.Response],
+) -> list[httpx.Response]:
+    """Turns of six-word answers on an API allowing 30 tokens a day, until the first 429."""
+    web = start_api(RATE_LIMIT_PER_MINUTE="0", TOKEN_LIMIT_PER_DAY="30")
+    standin.control.script(key, *[{"content": "one two three four five six"}] * 10)
+    with httpx.Client(base_url=web.url, timeout=30) as http:
+        return turns_until_refused(http, key, most=10, send=send)
+
+
 def test_the_daily_token_limit_refuses_turns_until_the_utc_day_ends(
     start_api: Callable[..., WebProcess],
     redis_client: redis.Redis,
     standin: StandinServer,
     api_key: str,
 ) -> None:
-    web = start_api(RATE_LIMIT_PER_MINUTE="0", TOKEN_LIMIT_PER_DAY="30")
-    standin.control.script(api_key, *[{"content": "one two three four five six"}] * 10)
-    with httpx.Client(base_url=web.url, timeout=30) as http:
-        answers = turns_until_refused(http, api_key, most=10)
-    *admitted, refused = answers
+    *admitted, refused = turns_under_a_token_limit_of_30(start_api, standin, api_key, turn)
 
     used = 0
     for answer in admitted:
@@ -377,11 +386,7 @@ def test_pass_through_turns_count_against_the_daily_token_limit(
     standin: StandinServer,
     api_key: str,
 ) -> None:
-    web = start_api(RATE_LIMIT_PER_MINUTE="0", TOKEN_LIMIT_PER_DAY="30")
-    standin.control.script(api_key, *[{"content": "one two three four five six"}] * 10)
-    with httpx.Client(base_url=web.url, timeout=30) as http:
-        answers = turns_until_refused(http, api_key, most=10, send=completion)
-    *admitted, refused = answers
+    *admitted, refused = turns_under_a_token_limit_of_30(start_api, standin, api_key, completion)
 
     used = sum(answer.json()["usage"]["total_tokens"] for answer in admitted)
     assert used >= 30
