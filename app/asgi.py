@@ -25,6 +25,7 @@ from app.controllers.ui import ui_router
 from app.controllers.v1 import v1_handlers
 from app.dependencies import dependencies
 from app.errors import exception_handlers
+from app.fast_chat import FastChat
 from app.logs import configure_logging
 from app.services import services_lifespan
 from app.settings import SettingsError, load_settings, require_session_secret
@@ -152,6 +153,5 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
             "SESSION_SECRET is not set: using an ephemeral secret, so sessions are lost on "
             "restart and cannot be shared between replicas (fine for development only)"
         )
-    return RequestContextMiddleware(
-        create_litestar(settings), body_timeout=settings.body_read_timeout_seconds
-    )
+    chat_first = FastChat(create_litestar(settings), max_body_bytes=settings.max_body_bytes)
+    return RequestContextMiddleware(chat_first, body_timeout=settings.body_read_timeout_seconds)

@@ -151,12 +151,15 @@ def openai_detail(error: AppError) -> OpenAIErrorDetail:
     return OpenAIErrorDetail(message=error.message, type=kind, code=error.type, param=error.field)
 
 
+def error_body(error: AppError, path: str, request_id: str) -> ErrorBody | OpenAIErrorBody:
+    """The body of an error response: OpenAI's shape under `/v1/`, ours everywhere else."""
+    if path.startswith(OPENAI_PREFIX):
+        return OpenAIErrorBody(error=openai_detail(error))
+    return ErrorBody(error=error.detail(request_id))
+
+
 def _render(request: Request[Any, Any, Any], error: AppError) -> ErrorResponse:
-    body: ErrorBody | OpenAIErrorBody
-    if request.scope["path"].startswith(OPENAI_PREFIX):
-        body = OpenAIErrorBody(error=openai_detail(error))
-    else:
-        body = ErrorBody(error=error.detail(request_log(request.scope).request_id))
+    body = error_body(error, request.scope["path"], request_log(request.scope).request_id)
     return Response(
         body, status_code=error.status, headers=error.headers, media_type=MediaType.JSON
     )
@@ -229,20 +232,40 @@ def storage_error(exc: RedisError) -> StorageUnavailable:
     return StorageUnavailable()
 
 
+def unexpected_error(exc: Exception) -> AppError:
+    """A failure that no handler expected: logged with its traceback, told as a bare 500."""
+    logger.exception("unhandled error", exc_info=exc)
+    return AppError("internal error")
+
+
+def recursion_error(exc: RecursionError) -> AppError:
+    """msgspec gives up on JSON nested too deeply with a RecursionError, not a DecodeError."""
+    if "deserializing" not in str(exc):
+        return unexpected_error(exc)
+    return InvalidRequest("the request body is nested too deeply")
+
+
+def as_app_error(exc: Exception) -> AppError:
+    """Any exception of a turn as the error its client is told, as the handlers below do."""
+    if isinstance(exc, AppError):
+        return exc
+    if isinstance(exc, RedisError):
+        return storage_error(exc)
+    if isinstance(exc, RecursionError):
+        return recursion_error(exc)
+    return unexpected_error(exc)
+
+
 def handle_redis_error(request: Request[Any, Any, Any], exc: RedisError) -> ErrorResponse:
     return _render(request, storage_error(exc))
 
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> ErrorResponse:
-    logger.exception("unhandled error", exc_info=exc)
-    return _render(request, AppError("internal error"))
+    return _render(request, unexpected_error(exc))
 
 
 def handle_recursion_error(request: Request[Any, Any, Any], exc: RecursionError) -> ErrorResponse:
-    """msgspec gives up on JSON nested too deeply with a RecursionError, not a DecodeError."""
-    if "deserializing" not in str(exc):
-        return handle_unexpected(request, exc)
-    return _render(request, InvalidRequest("the request body is nested too deeply"))
+    return _render(request, recursion_error(exc))
 
 
 exception_handlers: ExceptionHandlersMap = {
