@@ -286,30 +286,40 @@ class OpenRouterClient:
         self._retries = retries
         self._timeout = timeout.read or 120.0
         self._jitter = jitter
-        self._attribution = {
-            name: value
-            for name, value in (
-                ("HTTP-Referer", app_url),
-                ("X-Title", app_title),
-                ("X-OpenRouter-Title", app_title),
-            )
-            if value
-        }
+        attribution = (
+            (b"HTTP-Referer", app_url),
+            (b"X-Title", app_title),
+            (b"X-OpenRouter-Title", app_title),
+        )
+        self._fixed_headers = [
+            (b"Host", self._chat_url.netloc),
+            *((name, value.encode()) for name, value in attribution if value),
+        ]
 
-    async def _request(self, method: str, url: httpx.URL, **kwargs: Any) -> httpx.Response:
-        """One request on the transport; the response body is not read yet."""
-        request = httpx.Request(method, url, extensions=self._extensions, **kwargs)
+    async def _request(
+        self, method: str, url: httpx.URL, headers: list[tuple[bytes, bytes]], body: bytes = b""
+    ) -> httpx.Response:
+        """One request on the transport; the response body is not read yet.
+
+        Built from a stream, the request has exactly the headers given: httpx adds none (Host
+        and Content-Length are ours), which costs a third of working them out every call.
+        """
+        if body or method == "POST":
+            headers = [*headers, (b"Content-Length", str(len(body)).encode())]
+        request = httpx.Request(
+            method, url, headers=headers, stream=httpx.ByteStream(body), extensions=self._extensions
+        )
         response = await self._transport.handle_async_request(request)
         response.request = request
         return response
 
-    def _headers(self, key: str, accept: str) -> dict[str, str]:
-        return {
-            "Authorization": f"Bearer {key}",
-            "Content-Type": "application/json",
-            "Accept": accept,
-            **self._attribution,
-        }
+    def _headers(self, key: str, accept: bytes) -> list[tuple[bytes, bytes]]:
+        return [
+            *self._fixed_headers,
+            (b"Authorization", b"Bearer " + key.encode()),
+            (b"Content-Type", b"application/json"),
+            (b"Accept", accept),
+        ]
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float | None:
         """Seconds to wait before the next attempt, or None when not worth waiting for."""
@@ -324,13 +334,11 @@ class OpenRouterClient:
 
         With `stream=True` a 200 response is returned open: its body has not been read.
         """
-        headers = self._headers(key, "text/event-stream" if stream else "application/json")
+        headers = self._headers(key, b"text/event-stream" if stream else b"application/json")
         attempt = 0
         while True:
             try:
-                response = await self._request(
-                    "POST", self._chat_url, content=payload, headers=headers
-                )
+                response = await self._request("POST", self._chat_url, headers, payload)
             except (httpx.ConnectError, httpx.ConnectTimeout):
                 if attempt >= self._retries:
                     raise
@@ -410,9 +418,8 @@ class OpenRouterClient:
         """OpenRouter's model list, as the bytes it sent (checked to hold a `data` list)."""
         with self._transport_errors():
             async with asyncio.timeout(self._timeout):
-                response = await self._request(
-                    "GET", self._models_url, headers={"Accept": "application/json"}
-                )
+                headers = [(b"Host", self._models_url.netloc), (b"Accept", b"application/json")]
+                response = await self._request("GET", self._models_url, headers)
                 await _read_and_close(response)
         if response.status_code != 200:
             raise error_from_response(response.status_code, response.content, response.headers, "")

@@ -6,7 +6,6 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 import httpx
-from httpx_aiohttp import AiohttpTransport
 
 from app.auth import Authenticator
 from app.catalog import ModelCatalog
@@ -15,6 +14,7 @@ from app.openrouter import OpenRouterClient
 from app.ratelimit import RateLimiter
 from app.sessions import SessionStore
 from app.storage import create_redis
+from app.transport import AiohttpTransport
 from app.usage import UsageInbox
 
 if TYPE_CHECKING:
@@ -54,17 +54,10 @@ class Services:
 
 
 def create_transport(settings: Settings) -> httpx.AsyncBaseTransport:
-    """httpx's interface over aiohttp's connection pool and C parser.
-
-    Measured on a streaming turn through the API against httpx's own transport (httpcore):
-    half the CPU per relayed chunk at 100 concurrent streams and a third less per request.
-    Redirects are never followed (the requests carry the caller's key) and no proxy is
-    taken from the environment.
-    """
-    return AiohttpTransport(
-        limits=httpx.Limits(max_connections=settings.upstream_max_connections, keepalive_expiry=30),
-        trust_env=False,
-    )
+    """httpx's interface over aiohttp (`app.transport`): measured on a streaming turn through
+    the API against httpx's own transport, half the CPU per relayed chunk at 100 concurrent
+    streams and a third less per request."""
+    return AiohttpTransport(max_connections=settings.upstream_max_connections, keepalive_seconds=30)
 
 
 def upstream_timeout(settings: Settings) -> httpx.Timeout:
