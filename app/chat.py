@@ -6,7 +6,6 @@ import asyncio
 import logging
 import secrets
 import time
-import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +14,7 @@ import msgspec
 from app import telemetry
 from app.completions import NEW_SESSION, completion_payload, incoming_turn, text_of
 from app.errors import InvalidRequest, UpstreamError
+from app.ids import random_id
 from app.schemas import ChatRequest, ChatResponse, StoredMessage
 from app.sessions import History, HistoryMessage, Turn
 from app.usage import UsageEvent, UsageInbox, usage_event_encoder
@@ -171,7 +171,7 @@ class ChatService:
         payload = self._payload(request, extras, history, system_prompt, model, session_id, stream)
         return PreparedTurn(
             session_id=session_id,
-            turn_id=uuid.uuid4().hex,
+            turn_id=random_id(),
             model=model,
             system_prompt=request.system_prompt,
             messages=[user],
@@ -213,7 +213,7 @@ class ChatService:
         model = request.model or self._settings.openrouter_default_model
         return PreparedTurn(
             session_id=session_id,
-            turn_id=uuid.uuid4().hex,
+            turn_id=random_id(),
             model=model,
             system_prompt=system_prompt,
             messages=stored,

@@ -6,13 +6,13 @@ import asyncio
 import logging
 import re
 import time
-import uuid
 from typing import TYPE_CHECKING, Any
 
 from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException
 
 from app import telemetry
+from app.ids import random_id
 
 if TYPE_CHECKING:
     from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
@@ -50,7 +50,7 @@ def request_log(scope: Scope) -> RequestLog:
     state: dict[str, Any] = scope.setdefault("state", {})
     log = state.get("request_log")
     if not isinstance(log, RequestLog):
-        log = state["request_log"] = RequestLog(uuid.uuid4().hex)
+        log = state["request_log"] = RequestLog(random_id())
     return log
 
 
@@ -58,7 +58,7 @@ def _request_id(scope: Scope) -> str:
     for name, value in scope["headers"]:
         if name == b"x-request-id" and _REQUEST_ID.fullmatch(value):
             return value.decode()
-    return uuid.uuid4().hex
+    return random_id()
 
 
 def receive_by(receive: Receive, deadline: float, seconds: float) -> Receive:

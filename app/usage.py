@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -16,6 +16,20 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
 logger = logging.getLogger("app.usage")
+
+
+DAY_MS = 86_400_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_last_day: tuple[int, str] = (-1, "")
+
+
+def utc_day(at_ms: int) -> str:
+    """The UTC day of a time in ms, as YYYY-MM-DD: formatted once a day, not once a turn."""
+    global _last_day
+    number = at_ms // DAY_MS
+    if _last_day[0] != number:
+        _last_day = (number, (_EPOCH + timedelta(days=number)).date().isoformat())
+    return _last_day[1]
 
 
 class UsageEvent(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
@@ -34,7 +48,8 @@ class UsageEvent(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
 
     @classmethod
     def at_time(cls, when: datetime, **fields: Any) -> UsageEvent:
-        return cls(at=int(when.timestamp() * 1000), day=when.strftime("%Y-%m-%d"), **fields)
+        at = int(when.timestamp() * 1000)
+        return cls(at=at, day=utc_day(at), **fields)
 
     @classmethod
     def now(cls, **fields: Any) -> UsageEvent:
