@@ -1,0 +1,85 @@
+"""The Redis client's pool and packing (`app.storage`), against a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import redis
+from redis.asyncio.connection import Connection
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from app.storage import create_redis, hiredis_packing
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("EVALSHA", "a" * 40, 2, "chat:{s}:meta", b"\x00bytes\xff", 1700000000000, "", -1),
+        ("SET", "clé", "valeur ünïcode"),
+        ("CONFIG GET", "maxmemory"),
+        ("RPUSH", "k", b"x" * 100_000),
+    ],
+)
+def test_commands_pack_as_redis_py_packs_them(args: tuple[bytes | str | int, ...]) -> None:
+    python = Connection()
+    packed = hiredis_packing(Connection)()
+    assert b"".join(packed.pack_command(*args)) == b"".join(python.pack_command(*args))
+
+
+def test_callers_beyond_the_pool_wait_their_turn(redis_url: str) -> None:
+    async def run() -> tuple[list[object], int]:
+        client = create_redis(redis_url, timeout_seconds=5, max_connections=2)
+        try:
+            # Each holds its connection for 0.2 s: ten of them need five rounds of two.
+            held = [
+                client.execute_command("BLPOP", "test:pool:empty", 0.2)  # type: ignore[no-untyped-call]
+                for _ in range(10)
+            ]
+            replies = await asyncio.gather(*held)
+            in_use = len(client.connection_pool._in_use_connections)
+            opened = len(client.connection_pool._available_connections) + in_use
+            return replies, opened
+        finally:
+            await client.aclose()
+
+    started = time.monotonic()
+    replies, opened = asyncio.run(run())
+    assert replies == [None] * 10
+    assert opened == 2
+    assert time.monotonic() - started >= 0.9
+
+
+def test_a_caller_that_waits_too_long_is_refused(redis_url: str) -> None:
+    async def run() -> None:
+        client = create_redis(redis_url, timeout_seconds=0.3, max_connections=1)
+        try:
+            pool = client.connection_pool
+            held = await pool.get_connection()
+            with pytest.raises(RedisConnectionError, match="No connection available"):
+                await client.ping()
+            await pool.release(held)
+            assert await client.ping()  # and the pool works on
+        finally:
+            await client.aclose()
+
+    asyncio.run(run())
+
+
+def test_a_connection_redis_closed_is_replaced(redis_url: str) -> None:
+    admin = redis.Redis.from_url(redis_url)
+
+    async def run() -> None:
+        client = create_redis(redis_url, timeout_seconds=2, max_connections=4)
+        try:
+            await client.set("test:pool:value", "before")
+            admin.client_kill_filter(_type="normal", skipme=True)
+            assert await client.get("test:pool:value") == b"before"
+        finally:
+            await client.aclose()
+
+    try:
+        asyncio.run(run())
+    finally:
+        admin.close()
