@@ -4,9 +4,10 @@ httpx's own transport (httpcore) costs about 1 ms of CPU per call at a hundred c
 calls, growing with concurrency; aiohttp's stays near 0.2 ms. This transport is the smallest
 bridge between the two, for the one client we have (`app.openrouter`):
 
-- A response that is not an event stream is read whole before it is handed over, and comes
-  back already read: `response.content` at once, with no async iteration through httpx's
-  decoders. An event stream comes back open, its body streamed as aiohttp reads it.
+- The answer to a request that accepts an event stream (`Accept: text/event-stream`), or
+  that is one, comes back open, its body streamed as aiohttp reads it, whatever it turns out
+  to be. Any other answer is read whole before it is handed over and comes back already
+  read: `response.content` at once, with no async iteration through httpx's decoders.
 - aiohttp's errors become httpx's: connecting, timeouts, a broken body.
 - Redirects are never followed (our requests carry the caller's key), nothing is decompressed
   or compressed on the way, and no proxy is taken from the environment.
@@ -117,7 +118,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise (as_httpx_error(exc) or exc) from exc
         headers = response.raw_headers
-        if response.content_type == EVENT_STREAM:
+        if response.content_type == EVENT_STREAM or request.headers.get("accept") == EVENT_STREAM:
             return httpx.Response(
                 response.status, headers=headers, stream=_BodyStream(response), request=request
             )
