@@ -1,8 +1,9 @@
 """Per-owner limits on turns, shared by every replica through one Redis hash per owner.
 
-A turn is admitted and counted in one atomic script (`lua/admit_turn.lua`) that rides in the
-same round trip as the turn's history read. The script keeps the turns-per-minute limit as a
-token bucket (GCRA) and reads the day's token count, which the commit script adds to.
+A turn is admitted and counted atomically (`lua/admission.lua`), in the same script that reads
+the turn's history (`lua/open_turn.lua`), or alone for a turn that reads none
+(`admit_turn.lua`). The admission keeps the turns-per-minute limit as a token bucket (GCRA)
+and reads the day's token count, which the commit script adds to.
 """
 
 from __future__ import annotations
@@ -10,16 +11,12 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from redis.exceptions import NoScriptError
-
 from app import keys
 from app.errors import RateLimited
-from app.storage import lua_script
+from app.storage import LuaScript, lua_script
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
-    from redis.asyncio.client import Pipeline
-    from redis.commands.core import AsyncScript
 
 
 class Limits(NamedTuple):
@@ -81,35 +78,28 @@ class QuotaSlot:
         self.quota: Quota | None = None
 
 
+def admission_args(limits: Limits) -> list[str]:
+    """ARGV of the admission scripts: turns per minute, tokens per day (0: no limit)."""
+    return [str(limits.turns_per_minute), str(limits.tokens_per_day)]
+
+
 class Admission:
-    """The admission of one turn: queued on a pipeline, or run on its own."""
+    """The admission of one turn: run on its own, or by the script that reads its session."""
 
-    __slots__ = ("_args", "_keys", "_limits", "_script", "_slot")
+    __slots__ = ("_limits", "_script", "_slot", "args", "keys")
 
-    def __init__(self, script: AsyncScript, owner: str, limits: Limits, slot: QuotaSlot) -> None:
+    def __init__(self, script: LuaScript, owner: str, limits: Limits, slot: QuotaSlot) -> None:
         self._script = script
-        self._keys = [keys.owner_limit(owner)]
-        self._args = [str(limits.turns_per_minute), str(limits.tokens_per_day)]
+        self.keys = [keys.owner_limit(owner)]
+        self.args = admission_args(limits)
         self._limits = limits
         self._slot = slot
 
-    def queue(self, pipe: Pipeline) -> None:
-        """EVALSHA, not the script object: that would cost the pipeline a SCRIPT EXISTS trip."""
-        pipe.evalsha(self._script.sha, len(self._keys), *self._keys, *self._args)
-
     async def run(self) -> None:
-        await self.settle(await self._script(keys=self._keys, args=self._args))
+        await self.settle(await self._script(keys=self.keys, args=self.args))
 
     async def settle(self, reply: Any) -> None:
-        """Record the quota; raise `RateLimited` if the turn was refused.
-
-        `reply` is the pipeline's answer, or the NOSCRIPT error of a Redis that lost its
-        scripts (a restart), which loads the script and runs it.
-        """
-        if isinstance(reply, NoScriptError):
-            reply = await self._script(keys=self._keys, args=self._args)
-        elif isinstance(reply, Exception):
-            raise reply
+        """Record the quota of the script's answer; raise `RateLimited` if it refused the turn."""
         admitted, turns_left, reset_ms, retry_ms, tokens_used, day_left_ms = map(int, reply)
         self._slot.quota = Quota(
             self._limits,
@@ -135,7 +125,9 @@ class RateLimiter:
     """Admissions for the owners whose limits are set."""
 
     def __init__(self, redis: Redis) -> None:
-        self._script = redis.register_script(lua_script("app", "admit_turn.lua"))
+        self._script = LuaScript(
+            redis, lua_script("app", "admit_turn.lua", after=("admission.lua",))
+        )
 
     def admission(self, owner: str, limits: Limits, slot: QuotaSlot) -> Admission | None:
         return Admission(self._script, owner, limits, slot) if limits.active else None

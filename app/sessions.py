@@ -10,6 +10,7 @@ import msgspec
 
 from app import keys
 from app.errors import SessionNotFound
+from app.ratelimit import NO_LIMITS, admission_args
 from app.schemas import (
     AdminSessionDetail,
     AdminSessionPage,
@@ -22,7 +23,7 @@ from app.schemas import (
     StoredMessage,
     ToolCall,
 )
-from app.storage import awaited, lua_script
+from app.storage import LuaScript, awaited, lua_script
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -128,31 +129,29 @@ class SessionStore:
         self._redis = redis
         self._ttl_ms = ttl_ms
         self._history_cap = history_cap
-        self._commit = redis.register_script(commit_turn_script())
+        self._open = LuaScript(redis, lua_script("app", "open_turn.lua", after=("admission.lua",)))
+        self._commit = LuaScript(redis, commit_turn_script())
         self._delete = redis.register_script(lua_script("app", "delete_session.lua"))
 
     async def load_history(
         self, session_id: str, owner: str, admission: Admission | None = None
     ) -> History:
-        """The stored system prompt and messages, in one round trip.
+        """The stored system prompt and messages, in one round trip (`lua/open_turn.lua`).
 
-        With an `admission`, the turn's rate-limit check rides in the same round trip, and a
+        With an `admission`, the turn's rate-limit check runs first in the same script, and a
         refused turn raises before anything else. An unknown session is empty history (the
         turn will create it); a session of another owner does not exist for this one.
         """
         k = keys.session_keys(session_id)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            if admission is not None:
-                admission.queue(pipe)
-            pipe.hmget(k.meta, ["owner", "system_prompt"])
-            pipe.lrange(k.messages, 0, -1)
-            replies: list[Any] = await pipe.execute(raise_on_error=admission is None)
+        limit, args = (
+            (admission.keys, admission.args)
+            if admission is not None
+            else ([keys.owner_limit(owner)], admission_args(NO_LIMITS))
+        )
+        reply: list[Any] = await self._open(keys=[*limit, k.meta, k.messages], args=args)
         if admission is not None:
-            await admission.settle(replies.pop(0))
-            for reply in replies:
-                if isinstance(reply, Exception):
-                    raise reply
-        (stored_owner, system_prompt), raw_messages = replies
+            await admission.settle(reply[0])
+        _, stored_owner, system_prompt, raw_messages = reply
         if stored_owner is not None and stored_owner.decode() != owner:
             raise SessionNotFound(session_id)
         return History(

@@ -2,58 +2,84 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+from collections import deque
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any, cast
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.connection import HiredisRespSerializer
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable
+    from collections.abc import Awaitable, Sequence
 
     from redis.asyncio.connection import AbstractConnection
 
 
-class TurnPool(BlockingConnectionPool):
-    """A bounded pool that hands out an idle connection at once.
+class TurnPool(ConnectionPool):
+    """A bounded pool: an idle connection is handed out at once; callers beyond
+    `max_connections` wait in line, each at most `timeout` seconds.
 
     redis-py's blocking pool takes a lock, starts a timer and probes the socket for stray data
-    on every command; with one event loop and nobody waiting, taking the last idle connection
-    cannot race. A connection Redis closed in the meantime fails its command, and the client's
-    retry reconnects. Only when the pool is used up do callers queue, in order, as before.
+    on every command, and wakes its waiters through a condition. With one event loop, taking
+    an idle connection cannot race, and a released connection goes straight to the first
+    caller in line. A connection Redis closed in the meantime fails its command, and the
+    client's retry reconnects.
     """
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, timeout: float | None = 20, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._waiting = 0
+        self.timeout = timeout
+        self._line: deque[asyncio.Future[AbstractConnection]] = deque()
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> AbstractConnection:
-        if not self._waiting and self._available_connections:
+        if self._available_connections and not self._line:
             connection = self._available_connections.pop()
-            self._in_use_connections.add(connection)
-            if not connection.is_connected:
-                try:
-                    await connection.connect()  # type: ignore[no-untyped-call]
-                except BaseException:
-                    await self.release(connection)
-                    raise
-            return connection
-        self._waiting += 1
+        elif len(self._in_use_connections) < self.max_connections and not self._line:
+            connection = self.make_connection()  # type: ignore[no-untyped-call]
+        else:
+            return await self._connected(await self._wait_in_line())
+        self._in_use_connections.add(connection)
+        return await self._connected(connection)
+
+    async def _connected(self, connection: AbstractConnection) -> AbstractConnection:
+        if not connection.is_connected:
+            try:
+                await connection.connect()  # type: ignore[no-untyped-call]
+            except BaseException:
+                await self.release(connection)
+                raise
+        return connection
+
+    async def _wait_in_line(self) -> AbstractConnection:
+        waiter: asyncio.Future[AbstractConnection] = asyncio.get_running_loop().create_future()
+        self._line.append(waiter)
         try:
-            waited: AbstractConnection = await super().get_connection()
-        finally:
-            self._waiting -= 1
-        return waited
+            async with asyncio.timeout(self.timeout):
+                connection = await waiter
+        except BaseException as exc:
+            if waiter.done() and not waiter.cancelled():
+                await self.release(waiter.result())  # handed over as the wait ended: pass it on
+            else:
+                waiter.cancel()
+            if isinstance(exc, TimeoutError):
+                raise RedisConnectionError("No connection available.") from None
+            raise
+        return connection
 
     async def release(self, connection: AbstractConnection) -> None:
-        if self._waiting:
-            await super().release(connection)  # wakes the next one in line
-            return
-        self._in_use_connections.remove(connection)
+        while self._line:
+            waiter = self._line.popleft()
+            if not waiter.done():
+                waiter.set_result(connection)  # stays in use, by the next in line
+                return
+        self._in_use_connections.discard(connection)
         self._available_connections.append(connection)
 
 
@@ -94,6 +120,27 @@ def create_redis(url: str, *, timeout_seconds: float, max_connections: int) -> R
     pool.connection_class = hiredis_packing(pool.connection_class)
     # from_pool: closing the client closes the pool too.
     return Redis.from_pool(pool)
+
+
+class LuaScript:
+    """A Lua script run by EVALSHA, and loaded again when Redis lost it (a restart).
+
+    What `Redis.register_script` gives, without its per-call check of whether the client is a
+    pipeline, which is a slow `isinstance` against redis-py's protocol classes.
+    """
+
+    def __init__(self, redis: Redis, text: str) -> None:
+        self._redis = redis
+        self._text = text
+        self.sha = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
+
+    async def __call__(self, *, keys: Sequence[str], args: Sequence[str | bytes | int]) -> Any:
+        command = ("EVALSHA", self.sha, len(keys), *keys, *args)
+        try:
+            return await self._redis.execute_command(*command)  # type: ignore[no-untyped-call]
+        except NoScriptError:
+            await self._redis.execute_command("SCRIPT LOAD", self._text)  # type: ignore[no-untyped-call]
+            return await self._redis.execute_command(*command)  # type: ignore[no-untyped-call]
 
 
 def lua_script(package: str, name: str, *, after: tuple[str, ...] = ()) -> str:

@@ -491,9 +491,10 @@ def test_hot_path_costs_at_most_two_redis_round_trips(
     A round trip needs at least one read event on the server, and a connection cannot send
     its next request before it has the reply to the previous one, so read events bound round
     trips from above: `total_reads_processed` rising by at most 2 (plus our own INFO) proves
-    at most two round trips. The command counts show what they were: one pipeline of the
-    rate-limit admission (EVALSHA, whose script reads with one HMGET) with the history (HMGET
-    and LRANGE), then one EVALSHA (the commit, which runs neither HMGET nor LRANGE).
+    at most two round trips. The command counts show what they were (Redis counts the
+    commands a script runs): one EVALSHA that admits the turn (one HMGET of the limit hash)
+    and reads the history (HMGET and LRANGE), then one EVALSHA (the commit, which runs neither
+    HMGET nor LRANGE).
     """
     session_id = chat_ok(client, api_key, message="warm up")["session_id"]
     # The warm-up loaded the scripts and left a fresh pooled connection (no health-check PING).

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
+from app.storage import lua_script
 from tests.conftest import bearer
-from tests.support.processes import ROOT
 from tests.support.redis_server import RedisServer
 from tests.test_chat import limit_key
 
@@ -335,7 +335,9 @@ def test_the_admission_script_allows_exactly_a_burst_of_the_limit(
     redis_client: redis.Redis, per_minute: int
 ) -> None:
     """Any rate, even one whose interval is not a whole number of ms (60000 / 7)."""
-    admit = redis_client.register_script((ROOT / "app" / "lua" / "admit_turn.lua").read_text())
+    admit = redis_client.register_script(
+        lua_script("app", "admit_turn.lua", after=("admission.lua",))
+    )
     key = "chat:limit:{burst-test}"
 
     replies = [admit(keys=[key], args=[per_minute, 0]) for _ in range(per_minute + 1)]

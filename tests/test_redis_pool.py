@@ -10,7 +10,7 @@ import redis
 from redis.asyncio.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from app.storage import create_redis, hiredis_packing
+from app.storage import LuaScript, create_redis, hiredis_packing
 
 
 @pytest.mark.parametrize(
@@ -81,5 +81,53 @@ def test_a_connection_redis_closed_is_replaced(redis_url: str) -> None:
 
     try:
         asyncio.run(run())
+    finally:
+        admin.close()
+
+
+def test_callers_in_line_are_served_in_order_and_a_cancelled_one_loses_nothing(
+    redis_url: str,
+) -> None:
+    async def run() -> tuple[list[int], int, int]:
+        client = create_redis(redis_url, timeout_seconds=5, max_connections=1)
+        pool = client.connection_pool
+        served: list[int] = []
+
+        async def ping(n: int) -> None:
+            await client.ping()
+            served.append(n)
+
+        try:
+            held = await pool.get_connection()
+            waiting = [asyncio.ensure_future(ping(n)) for n in range(4)]
+            await asyncio.sleep(0.05)
+            waiting[1].cancel()  # leaves the line while waiting
+            await pool.release(held)
+            await asyncio.gather(*waiting, return_exceptions=True)
+            return served, len(pool._in_use_connections), len(pool._available_connections)
+        finally:
+            await client.aclose()
+
+    served, in_use, idle = asyncio.run(run())
+    assert served == [0, 2, 3]
+    assert (in_use, idle) == (0, 1)
+
+
+def test_a_script_redis_lost_is_loaded_again(redis_url: str) -> None:
+    admin = redis.Redis.from_url(redis_url)
+
+    async def run() -> list[object]:
+        client = create_redis(redis_url, timeout_seconds=2, max_connections=2)
+        script = LuaScript(client, "return {KEYS[1], ARGV[1]}")
+        try:
+            first = await script(keys=["test:script:key"], args=["one"])
+            admin.script_flush()
+            again = await script(keys=["test:script:key"], args=["two"])
+            return [first, again]
+        finally:
+            await client.aclose()
+
+    try:
+        assert asyncio.run(run()) == [[b"test:script:key", b"one"], [b"test:script:key", b"two"]]
     finally:
         admin.close()
