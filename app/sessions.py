@@ -131,7 +131,7 @@ class SessionStore:
         self._history_cap = history_cap
         self._open = LuaScript(redis, lua_script("app", "open_turn.lua", after=("admission.lua",)))
         self._commit = LuaScript(redis, commit_turn_script())
-        self._delete = redis.register_script(lua_script("app", "delete_session.lua"))
+        self._delete = LuaScript(redis, lua_script("app", "delete_session.lua"))
 
     async def load_history(
         self, session_id: str, owner: str, admission: Admission | None = None

@@ -10,7 +10,7 @@ import msgspec
 from redis.exceptions import RedisError
 
 from app import keys
-from app.storage import awaited, lua_script
+from app.storage import LuaScript, awaited, lua_script
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -65,8 +65,8 @@ class UsageInbox:
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
-        self._pass_through = redis.register_script(
-            lua_script("app", "pass_through.lua", after=("day_tokens.lua",))
+        self._pass_through = LuaScript(
+            redis, lua_script("app", "pass_through.lua", after=("day_tokens.lua",))
         )
 
     async def passed_through(self, event: UsageEvent, owner: str | None) -> int | None:
