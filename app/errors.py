@@ -211,10 +211,6 @@ def _from_http(request: Request[Any, Any, Any], exc: HTTPException) -> AppError:
     return error
 
 
-def handle_app_error(request: Request[Any, Any, Any], exc: AppError) -> ErrorResponse:
-    return _render(request, exc)
-
-
 def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> ErrorResponse:
     if exc.status_code >= 500:
         logger.error("server error: %s", exc.detail)
@@ -246,7 +242,8 @@ def recursion_error(exc: RecursionError) -> AppError:
 
 
 def as_app_error(exc: Exception) -> AppError:
-    """Any exception of a turn as the error its client is told, as the handlers below do."""
+    """Any exception but Litestar's own as the error its client is told: for Litestar's
+    handler below and for the `/chat` served beside it (`app.fast_chat`)."""
     if isinstance(exc, AppError):
         return exc
     if isinstance(exc, RedisError):
@@ -256,22 +253,13 @@ def as_app_error(exc: Exception) -> AppError:
     return unexpected_error(exc)
 
 
-def handle_redis_error(request: Request[Any, Any, Any], exc: RedisError) -> ErrorResponse:
-    return _render(request, storage_error(exc))
+def handle_error(request: Request[Any, Any, Any], exc: Exception) -> ErrorResponse:
+    """Our errors, Redis failures, JSON nested too deeply and anything unexpected."""
+    return _render(request, as_app_error(exc))
 
 
-def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> ErrorResponse:
-    return _render(request, unexpected_error(exc))
-
-
-def handle_recursion_error(request: Request[Any, Any, Any], exc: RecursionError) -> ErrorResponse:
-    return _render(request, recursion_error(exc))
-
-
+# Litestar picks the handler of the nearest class in an exception's MRO.
 exception_handlers: ExceptionHandlersMap = {
-    AppError: handle_app_error,
     HTTPException: handle_http_exception,
-    RedisError: handle_redis_error,
-    RecursionError: handle_recursion_error,
-    Exception: handle_unexpected,
+    Exception: handle_error,
 }
