@@ -17,7 +17,7 @@ from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Sequence
+    from collections.abc import Awaitable, Iterable, Sequence
 
     from redis.asyncio.connection import AbstractConnection
 
@@ -83,18 +83,44 @@ class TurnPool(ConnectionPool):
         self._available_connections.append(connection)
 
 
-def hiredis_packing(connection_class: type[AbstractConnection]) -> type[AbstractConnection]:
-    """`connection_class` packing commands with hiredis, in C, as redis-py's sync client does:
-    the asyncio client packs in Python, a cost that grows with a script's arguments."""
+def turn_connection(connection_class: type[AbstractConnection]) -> type[AbstractConnection]:
+    """`connection_class`, cheaper per command on the hot path:
+
+    - Commands are packed by hiredis, in C, as redis-py's sync client does: the asyncio client
+      packs in Python, a cost that grows with a script's arguments.
+    - A command the socket takes at once is sent without a timer. redis-py bounds every send
+      with `asyncio.wait_for`, a task and a timer per command, though a send only waits when
+      Redis reads slower than we write; then, and only then, the bounded wait is redis-py's.
+    """
     packer = HiredisRespSerializer()
 
-    class HiredisPacking(connection_class):  # type: ignore[valid-type,misc]
+    class TurnConnection(connection_class):  # type: ignore[valid-type,misc]
         def pack_command(self, *args: Any) -> list[bytes]:
             packed: list[bytes] = packer.pack(*args)
             return packed
 
-    HiredisPacking.__name__ = HiredisPacking.__qualname__ = connection_class.__name__
-    return HiredisPacking
+        async def send_packed_command(
+            self, command: bytes | str | Iterable[bytes], check_health: bool = True
+        ) -> None:
+            writer = self._writer
+            if (
+                writer is not None
+                and self.is_connected
+                and isinstance(command, list)
+                and not self.health_check_interval
+            ):
+                try:
+                    writer.writelines(command)
+                except Exception:  # noqa: S110 - a closed transport: redis-py's errors follow
+                    pass
+                else:
+                    if not writer.transport.get_write_buffer_size():
+                        return  # all of it is with the kernel
+                    command = []  # written; left is waiting for the buffer to drain
+            await super().send_packed_command(command, check_health)
+
+    TurnConnection.__name__ = TurnConnection.__qualname__ = connection_class.__name__
+    return TurnConnection
 
 
 def create_redis(url: str, *, timeout_seconds: float, max_connections: int) -> Redis:
@@ -117,7 +143,7 @@ def create_redis(url: str, *, timeout_seconds: float, max_connections: int) -> R
         decode_responses=False,
     )
     # The URL picks the class (TCP, TLS for rediss://, a Unix socket): keep it, pack faster.
-    pool.connection_class = hiredis_packing(pool.connection_class)
+    pool.connection_class = turn_connection(pool.connection_class)
     # from_pool: closing the client closes the pool too.
     return Redis.from_pool(pool)
 

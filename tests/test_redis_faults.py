@@ -4,6 +4,7 @@ no half turns, and recovery without restarting the API.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -12,7 +13,9 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 import redis
+from redis.exceptions import RedisError
 
+from app.storage import create_redis
 from tests.conftest import bearer
 from tests.support.redis_server import RedisServer
 from tests.support.redis_state import broken_turns, stored_messages
@@ -105,6 +108,31 @@ def test_slow_redis_gets_503_within_the_bound_and_recovers(
     assert broken_turns(store) == []
     contents = [m["content"] for m in stored_messages(store, session_id)][::2]
     assert contents == ["before the slowness", "after the slowness"]
+
+
+def test_a_command_redis_does_not_read_fails_within_the_bound(
+    own_redis: DebuggableRedisServer,
+) -> None:
+    """A send the socket cannot take at once waits for Redis to read it, within the timeout:
+    a sleeping Redis fails the command before it wakes up."""
+    value = b"x" * (64 * 1024 * 1024)  # far more than loopback's socket buffers hold
+
+    async def run() -> float:
+        client = create_redis(own_redis.url, timeout_seconds=0.5, max_connections=2)
+        try:
+            await client.ping()
+            sleeper = put_to_sleep(own_redis.port, SLEEP_SECONDS)
+            started = time.monotonic()
+            with pytest.raises(RedisError):
+                await client.set("test:faults:large", value)
+            elapsed = time.monotonic() - started
+            await asyncio.to_thread(sleeper.join)
+            await asyncio.sleep(0.2)  # the dropped connection's buffer drains as Redis wakes
+            return elapsed
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(run()) < SLEEP_SECONDS - 1
 
 
 def test_redis_slow_at_commit_time_leaves_whole_turns_only(

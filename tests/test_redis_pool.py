@@ -10,7 +10,7 @@ import redis
 from redis.asyncio.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from app.storage import LuaScript, create_redis, hiredis_packing
+from app.storage import LuaScript, create_redis, turn_connection
 
 
 @pytest.mark.parametrize(
@@ -24,7 +24,7 @@ from app.storage import LuaScript, create_redis, hiredis_packing
 )
 def test_commands_pack_as_redis_py_packs_them(args: tuple[bytes | str | int, ...]) -> None:
     python = Connection()
-    packed = hiredis_packing(Connection)()
+    packed = turn_connection(Connection)()
     assert b"".join(packed.pack_command(*args)) == b"".join(python.pack_command(*args))
 
 
@@ -131,3 +131,19 @@ def test_a_script_redis_lost_is_loaded_again(redis_url: str) -> None:
         assert asyncio.run(run()) == [[b"test:script:key", b"one"], [b"test:script:key", b"two"]]
     finally:
         admin.close()
+
+
+def test_a_command_larger_than_the_socket_takes_at_once_is_sent_whole(redis_url: str) -> None:
+    value = bytes(range(256)) * (64 * 1024)  # 16 MiB: the send waits for Redis to read
+
+    async def run() -> bytes | None:
+        client = create_redis(redis_url, timeout_seconds=5, max_connections=1)
+        try:
+            await client.set("test:pool:large", value)
+            stored: bytes | None = await client.get("test:pool:large")
+            await client.delete("test:pool:large")
+            return stored
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(run()) == value
