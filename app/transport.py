@@ -22,7 +22,7 @@ import aiohttp
 import httpx
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Sequence
 
 EVENT_STREAM = "text/event-stream"
 STREAM_CHUNK_BYTES = 16 * 1024
@@ -68,6 +68,27 @@ class _BodyStream(httpx.AsyncByteStream):
             self._response.release()
         else:
             self._response.close()
+
+
+class ReadResponse(httpx.Response):
+    """A response the transport has read whole: its body is `content` from the start.
+
+    Given a body as `content`, httpx "reads" it once more through its decoders and chunkers,
+    about 20 us a response; this one is marked read and closed, as httpx marks a response
+    whose body it has read, so `read`, `aread` and `aclose` have nothing left to do.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        headers: Sequence[tuple[bytes, bytes]],
+        body: bytes,
+        request: httpx.Request,
+    ) -> None:
+        super().__init__(status, headers=headers, stream=httpx.ByteStream(body), request=request)
+        self._content = body
+        self.is_stream_consumed = True
+        self.is_closed = True
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
@@ -134,7 +155,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             raise error from exc
         finally:
             response.release()
-        return httpx.Response(response.status, headers=headers, content=body, request=request)
+        return ReadResponse(response.status, headers, body, request)
 
     async def aclose(self) -> None:
         if self._session is not None:

@@ -62,6 +62,12 @@ def test_a_json_answer_comes_back_read(standin: StandinServer) -> None:
         answer = msgspec.json.decode(response.content)
         assert answer["choices"][0]["message"]["content"]
         assert response.headers["content-type"].startswith("application/json")
+        # Read and closed, as httpx leaves a response it has read: nothing left to do.
+        assert (response.is_stream_consumed, response.is_closed) == (True, True)
+        assert await response.aread() == response.content == response.read()
+        await response.aclose()
+        assert response.json() == answer
+        assert response.num_bytes_downloaded == 0  # httpx counted nothing: it read nothing
 
     run(test)
 
