@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from app import tally
 from app.auth import Authenticator
 from app.catalog import ModelCatalog
 from app.chat import ChatService
@@ -103,6 +104,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 )
             finally:
                 await chat.drain(LATE_WRITES_SECONDS)
+                tally.flush()  # the metrics of the last second, before the process ends
         finally:
             await transport.aclose()
     finally:

@@ -4,8 +4,10 @@ Every API process of a replica writes its own counters to PROMETHEUS_MULTIPROC_D
 `app.serve` before this module is imported) and `GET /metrics` adds them up. Without that
 variable, as when the app runs in a test's process, the counters live in this process.
 
-On the hot path a recording is a dict lookup and an increment: labelled children are made once
-per label value and kept, since `labels()` takes a lock and validates its arguments each call.
+On the hot path a recording is a dict lookup and an addition: labelled children are made once
+per label value and kept, since `labels()` takes a lock and validates its arguments each call,
+and their updates are tallied in the process and written once a second (`app.tally`). Rare
+updates (errors, streams) are written at once.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import Counter, Gauge, Histogram
 
 from app.exemplars import ExemplarStore
+from app.tally import CounterTally, GaugeTally, HistogramTally
 
 if TYPE_CHECKING:
     from litestar.types import Scope
@@ -60,28 +63,29 @@ REDIS_ERRORS = Counter("chat_redis_errors", "Requests that failed because Redis 
 # The request id of a recent request per bucket of REQUEST_SECONDS, for /metrics.
 EXEMPLARS = ExemplarStore(LATENCY_BUCKETS, os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None)
 
-UPSTREAM_COMPLETE = UPSTREAM_SECONDS.labels("complete")
-UPSTREAM_STREAM_OPEN = UPSTREAM_SECONDS.labels("stream_open")
+UPSTREAM_COMPLETE = HistogramTally(UPSTREAM_SECONDS.labels("complete"))
+UPSTREAM_STREAM_OPEN = HistogramTally(UPSTREAM_SECONDS.labels("stream_open"))
+_in_flight = GaugeTally(IN_FLIGHT)
 
 
 class _ModelCounters:
     __slots__ = ("completion_tokens", "cost", "prompt_tokens", "turns")
 
     def __init__(self, model: str) -> None:
-        self.turns = TURNS.labels(model)
-        self.prompt_tokens = TOKENS.labels(model, "prompt")
-        self.completion_tokens = TOKENS.labels(model, "completion")
-        self.cost = COST.labels(model)
+        self.turns = CounterTally(TURNS.labels(model))
+        self.prompt_tokens = CounterTally(TOKENS.labels(model, "prompt"))
+        self.completion_tokens = CounterTally(TOKENS.labels(model, "completion"))
+        self.cost = CounterTally(COST.labels(model))
 
 
-_requests: dict[tuple[str, int], Counter] = {}
-_durations: dict[str, Histogram] = {}
+_requests: dict[tuple[str, int], CounterTally] = {}
+_durations: dict[str, HistogramTally] = {}
 _models: dict[str, _ModelCounters] = {}
 _upstream_errors: dict[int, Counter] = {}
 
 
 def request_started() -> None:
-    IN_FLIGHT.inc()
+    _in_flight.inc()
 
 
 def request_finished(scope: Scope, status: int, seconds: float, request_id: str) -> None:
@@ -90,14 +94,14 @@ def request_finished(scope: Scope, status: int, seconds: float, request_id: str)
     key = (route, status)
     counter = _requests.get(key)
     if counter is None:
-        counter = _requests[key] = REQUESTS.labels(route, str(status))
+        counter = _requests[key] = CounterTally(REQUESTS.labels(route, str(status)))
     counter.inc()
     duration = _durations.get(route)
     if duration is None:
-        duration = _durations[route] = REQUEST_SECONDS.labels(route)
+        duration = _durations[route] = HistogramTally(REQUEST_SECONDS.labels(route))
     duration.observe(seconds)
     EXEMPLARS.record(route, seconds, request_id)
-    IN_FLIGHT.dec()
+    _in_flight.dec()
 
 
 def turn_saved(model: str, prompt_tokens: int, completion_tokens: int, cost: float) -> None:

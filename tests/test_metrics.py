@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,7 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.tally import FLUSH_SECONDS
 from tests.conftest import bearer
 from tests.support.cluster import wait_for
 from tests.support.redis_server import free_port
@@ -71,7 +73,9 @@ def test_metrics_count_over_every_process_of_a_replica(
         )
         assert limited.status_code == 429
         assert http.get("/sessions/no-such-session", headers=bearer(api_key)).status_code == 404
-        # Scraped a few times: each scrape may land on either process, and each sees all.
+        # Scraped a few times: each scrape may land on either process, and each sees all,
+        # another process's counts at most a flush late.
+        time.sleep(FLUSH_SECONDS + 0.3)
         scrapes = [http.get("/metrics") for _ in range(4)]
 
     for scrape in scrapes:

@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.openmetrics import exposition as openmetrics_exposition
 
-from app import telemetry
+from app import tally, telemetry
 from app.errors import Unauthorized
 from app.exemplars import WithExemplars
 from app.services import Services
@@ -48,6 +48,7 @@ def forget_dead_processes(directory: str) -> None:
 def exposition(openmetrics: bool) -> tuple[bytes, str]:
     """Every process's counters when they share a directory, else this process's; in the
     OpenMetrics format, with the request latency's exemplars, when the scraper asks for it."""
+    tally.flush()  # this process's counts are up to date; the others' at most a second late
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     registry: Collector = REGISTRY
     if directory:
