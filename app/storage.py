@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections import deque
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any, cast
 
 from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.connection import HiredisRespSerializer
@@ -17,7 +19,7 @@ from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Iterable, Sequence
+    from collections.abc import Awaitable, Sequence
 
     from redis.asyncio.connection import AbstractConnection
 
@@ -31,12 +33,26 @@ class TurnPool(ConnectionPool):
     an idle connection cannot race, and a released connection goes straight to the first
     caller in line. A connection Redis closed in the meantime fails its command, and the
     client's retry reconnects.
+
+    No command runs under a timer of its own either: redis-py starts one for every read. The
+    pool knows since when each connection is held, and a watch that runs a few times per
+    `timeout` while any is held cuts one held longer: its read fails with redis-py's own
+    timeout error, a send waiting for Redis to read fails as a broken connection, and the
+    retry, still within the same hold, fails at the next watch.
     """
 
-    def __init__(self, *, timeout: float | None = 20, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        *,
+        timeout: float = 20,
+        connection_class: type[AbstractConnection] = Connection,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(connection_class=turn_connection(connection_class), **kwargs)
         self.timeout = timeout
         self._line: deque[asyncio.Future[AbstractConnection]] = deque()
+        self._held_since: dict[AbstractConnection, float] = {}
+        self._watching: asyncio.AbstractEventLoop | None = None
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> AbstractConnection:
         if self._available_connections and not self._line:
@@ -49,6 +65,10 @@ class TurnPool(ConnectionPool):
         return await self._connected(connection)
 
     async def _connected(self, connection: AbstractConnection) -> AbstractConnection:
+        self._held_since[connection] = time.monotonic()
+        watching = self._watching
+        if watching is None or watching.is_closed():
+            self._watch(asyncio.get_running_loop())
         if not connection.is_connected:
             try:
                 await connection.connect()  # type: ignore[no-untyped-call]
@@ -56,6 +76,20 @@ class TurnPool(ConnectionPool):
                 await self.release(connection)
                 raise
         return connection
+
+    def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._watching = loop
+        loop.call_later(max(self.timeout / 4, 0.01), self._cut_overdue)
+
+    def _cut_overdue(self) -> None:
+        if not self._held_since:
+            self._watching = None  # nothing held: the next taker starts the watch again
+            return
+        overdue = time.monotonic() - self.timeout
+        for connection, since in list(self._held_since.items()):
+            if since < overdue:
+                cut(connection)
+        self._watch(asyncio.get_running_loop())
 
     async def _wait_in_line(self) -> AbstractConnection:
         waiter: asyncio.Future[AbstractConnection] = asyncio.get_running_loop().create_future()
@@ -74,6 +108,7 @@ class TurnPool(ConnectionPool):
         return connection
 
     async def release(self, connection: AbstractConnection) -> None:
+        self._held_since.pop(connection, None)
         while self._line:
             waiter = self._line.popleft()
             if not waiter.done():
@@ -84,14 +119,8 @@ class TurnPool(ConnectionPool):
 
 
 def turn_connection(connection_class: type[AbstractConnection]) -> type[AbstractConnection]:
-    """`connection_class`, cheaper per command on the hot path:
-
-    - Commands are packed by hiredis, in C, as redis-py's sync client does: the asyncio client
-      packs in Python, a cost that grows with a script's arguments.
-    - A command the socket takes at once is sent without a timer. redis-py bounds every send
-      with `asyncio.wait_for`, a task and a timer per command, though a send only waits when
-      Redis reads slower than we write; then, and only then, the bounded wait is redis-py's.
-    """
+    """`connection_class` packing commands with hiredis, in C, as redis-py's sync client does:
+    the asyncio client packs in Python, a cost that grows with a script's arguments."""
     packer = HiredisRespSerializer()
 
     class TurnConnection(connection_class):  # type: ignore[valid-type,misc]
@@ -99,28 +128,18 @@ def turn_connection(connection_class: type[AbstractConnection]) -> type[Abstract
             packed: list[bytes] = packer.pack(*args)
             return packed
 
-        async def send_packed_command(
-            self, command: bytes | str | Iterable[bytes], check_health: bool = True
-        ) -> None:
-            writer = self._writer
-            if (
-                writer is not None
-                and self.is_connected
-                and isinstance(command, list)
-                and not self.health_check_interval
-            ):
-                try:
-                    writer.writelines(command)
-                except Exception:  # noqa: S110 - a closed transport: redis-py's errors follow
-                    pass
-                else:
-                    if not writer.transport.get_write_buffer_size():
-                        return  # all of it is with the kernel
-                    command = []  # written; left is waiting for the buffer to drain
-            await super().send_packed_command(command, check_health)
-
     TurnConnection.__name__ = TurnConnection.__qualname__ = connection_class.__name__
     return TurnConnection
+
+
+def cut(connection: AbstractConnection) -> None:
+    """Fail what waits on `connection` and drop it: a read raises `TimeoutError`, as under
+    redis-py's own read timeout, and a send waiting for the socket sees a lost connection."""
+    reader, writer = connection._reader, connection._writer
+    if reader is not None:
+        reader.set_exception(TimeoutError())
+    if writer is not None:
+        writer.transport.abort()
 
 
 def create_redis(url: str, *, timeout_seconds: float, max_connections: int) -> Redis:
@@ -132,8 +151,7 @@ def create_redis(url: str, *, timeout_seconds: float, max_connections: int) -> R
     pool = TurnPool.from_url(
         url,
         max_connections=max_connections,
-        timeout=timeout_seconds,
-        socket_timeout=timeout_seconds,
+        timeout=timeout_seconds,  # waiting for a connection, and holding one
         socket_connect_timeout=timeout_seconds,
         socket_keepalive=True,
         # No health_check_interval: redis-py 5.3 re-runs its health-check PING inside the retry
@@ -142,8 +160,6 @@ def create_redis(url: str, *, timeout_seconds: float, max_connections: int) -> R
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
         decode_responses=False,
     )
-    # The URL picks the class (TCP, TLS for rediss://, a Unix socket): keep it, pack faster.
-    pool.connection_class = turn_connection(pool.connection_class)
     # from_pool: closing the client closes the pool too.
     return Redis.from_pool(pool)
 

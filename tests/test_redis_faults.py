@@ -14,6 +14,7 @@ import httpx
 import pytest
 import redis
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.storage import create_redis
 from tests.conftest import bearer
@@ -133,6 +134,32 @@ def test_a_command_redis_does_not_read_fails_within_the_bound(
             await client.aclose()
 
     assert asyncio.run(run()) < SLEEP_SECONDS - 1
+
+
+def test_a_read_redis_does_not_answer_in_time_fails_and_the_next_is_served(
+    own_redis: DebuggableRedisServer,
+) -> None:
+    """No timer per read: the pool's watch cuts a connection held past the timeout, also
+    after a quiet spell in which it stopped watching."""
+
+    async def run() -> tuple[float, bytes | None]:
+        client = create_redis(own_redis.url, timeout_seconds=0.3, max_connections=2)
+        try:
+            await client.set("test:faults:key", "value")
+            await asyncio.sleep(0.5)  # nothing held: the watch stops
+            sleeper = put_to_sleep(own_redis.port, 2)
+            started = time.monotonic()
+            with pytest.raises(RedisTimeoutError, match="Timeout reading"):
+                await client.get("test:faults:key")
+            elapsed = time.monotonic() - started
+            await asyncio.to_thread(sleeper.join)
+            return elapsed, await client.get("test:faults:key")
+        finally:
+            await client.aclose()
+
+    elapsed, after = asyncio.run(run())
+    assert elapsed < 1.0
+    assert after == b"value"
 
 
 def test_redis_slow_at_commit_time_leaves_whole_turns_only(
