@@ -4,11 +4,15 @@ Every server runs at once, side by side, and wrk loads one at a time: the stand-
 directly with the turn the API sends it (the upstream's own cost), the floor (the least a
 Python turn costs: `baselines/floor.py`), the seed's design (`baselines/seed.py`) and the API
 with every feature on (metrics, rate limits, request logs). Each turn continues a session with
-a 10-message history. Prints a table, and writes it with a plot to `tests/benchmarks/results/`.
+a 10-message history. Each target is measured in several short rounds, the order of targets
+reversed every other round, and each figure is the median over the rounds: the speed of this
+VM drifts by 10-20% within a minute, and the rounds let every target see the same drift.
+Prints a table, and writes it with a plot to `tests/benchmarks/results/`.
 
     python -m pytest -m benchmark -s tests/benchmarks/test_cost.py
 
-BENCH_CONNECTIONS (default 1,8,32,128,256) and BENCH_SECONDS (default 5) shorten or lengthen it.
+BENCH_CONNECTIONS (default 1,8,32,128,256), BENCH_ROUNDS (default 3) and BENCH_SECONDS (per
+round, default 3) shorten or lengthen it.
 `test_memory_stays_flat` serves BENCH_LONG_TURNS turns (default 100,000) and follows the API's
 RSS on the way.
 """
@@ -16,6 +20,7 @@ RSS on the way.
 from __future__ import annotations
 
 import os
+import statistics
 from typing import cast
 
 import msgspec
@@ -30,7 +35,8 @@ from tests.support.redis_server import RedisServer, free_port
 pytestmark = pytest.mark.benchmark
 
 CONNECTIONS = tuple(map(int, os.environ.get("BENCH_CONNECTIONS", "1,8,32,128,256").split(",")))
-SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+SECONDS = float(os.environ.get("BENCH_SECONDS", "3"))
 LONG_TURNS = int(os.environ.get("BENCH_LONG_TURNS", "100000"))
 # Growth of the API's RSS past warm-up that a long run may show: allocator noise, not a leak.
 RSS_SLACK_MB = 8.0
@@ -53,6 +59,22 @@ class Row(msgspec.Struct, frozen=True):
 def reads_processed(client: redis.Redis) -> int:
     """Redis read events: at least one per round trip, so an upper bound on round trips."""
     return cast("dict[str, int]", client.info("stats"))["total_reads_processed"]
+
+
+def median_row(target: str, connections: int, runs: list[tuple[Measured, float]]) -> Row:
+    """One row: the median of each figure over the rounds."""
+    loads = [found.load for found, _ in runs]
+    return Row(
+        target=target,
+        connections=connections,
+        turns_per_second=statistics.median(load.rate for load in loads),
+        p50_ms=statistics.median(load.p50_ms for load in loads),
+        p99_ms=statistics.median(load.p99_ms for load in loads),
+        cpu_us_per_turn=statistics.median(found.cpu_us_per_turn for found, _ in runs),
+        redis_round_trips=statistics.median(trips for _, trips in runs),
+        rss_mb=max(found.rss_mb for found, _ in runs),
+        failed=sum(load.failed for load in loads),
+    )
 
 
 def table(rows: list[Row]) -> str:
@@ -132,30 +154,25 @@ def test_turn_cost_by_concurrency() -> None:
             }
             for _, url, mode in targets.values():
                 wrk(url, 32, 2, mode)  # warm up: connections, scripts, 10-message histories
-            rows = []
+            rows: list[Row] = []
             for connections in CONNECTIONS:
-                for target, (pid, url, mode) in targets.items():
-                    reads = reads_processed(redis_client)
-                    found: Measured = measure(pid, url, connections, SECONDS, mode)
-                    # Minus one: the read of this INFO itself.
-                    trips = reads_processed(redis_client) - reads - 1
-                    rows.append(
-                        Row(
-                            target=target,
-                            connections=connections,
-                            turns_per_second=found.load.rate,
-                            p50_ms=found.load.p50_ms,
-                            p99_ms=found.load.p99_ms,
-                            cpu_us_per_turn=found.cpu_us_per_turn,
-                            redis_round_trips=trips / max(found.load.requests, 1),
-                            rss_mb=found.rss_mb,
-                            failed=found.load.failed,
-                        )
-                    )
-                    assert found.load.failed == 0, (target, connections, found.load)
+                runs: dict[str, list[tuple[Measured, float]]] = {target: [] for target in targets}
+                for round_number in range(ROUNDS):
+                    order = list(targets.items())
+                    for target, (pid, url, mode) in order[:: 1 if round_number % 2 else -1]:
+                        reads = reads_processed(redis_client)
+                        found = measure(pid, url, connections, SECONDS, mode)
+                        # Minus one: the read of this INFO itself.
+                        trips = reads_processed(redis_client) - reads - 1
+                        assert found.load.failed == 0, (target, connections, found.load)
+                        runs[target].append((found, trips / max(found.load.requests, 1)))
+                rows.extend(median_row(target, connections, runs[target]) for target in targets)
         redis_client.close()
     text = table(rows)
-    print(f"\n{SECONDS:g} s per run, {os.cpu_count()} cores shared by everything\n{text}")
+    print(
+        f"\nmedians of {ROUNDS} rounds of {SECONDS:g} s, {os.cpu_count()} cores shared by "
+        f"everything\n{text}"
+    )
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "turns.md").write_text(text + "\n")
     (RESULTS / "turns.json").write_bytes(msgspec.json.format(msgspec.json.encode(rows)))
