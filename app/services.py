@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -120,6 +121,10 @@ def services_lifespan(
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with open_services(settings) as services:
             app.state.services = services
+            # What startup made (modules, routes, clients) lives as long as the process: out
+            # of the collector's way, a full collection no longer walks it (50 ms under load).
+            gc.collect()  # startup's garbage first: frozen objects are never collected
+            gc.freeze()
             yield
 
     return lifespan

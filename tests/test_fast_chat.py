@@ -9,6 +9,7 @@ the scope of each request it routes (`route_handler`), which tells who served a 
 from __future__ import annotations
 
 import asyncio
+import gc
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -221,3 +222,18 @@ def test_a_body_over_the_limit_is_litestars_413(in_process: Any, api_key: str) -
     declared, undeclared = asyncio.run(run())
     assert (declared.status, declared.by_litestar) == (413, True)
     assert (undeclared.status, undeclared.by_litestar) == (413, True)
+
+
+@IN_PROCESS
+def test_what_startup_made_is_frozen_out_of_the_collectors_way(in_process: Any) -> None:
+    _, litestar = in_process
+    gc.unfreeze()
+
+    async def run() -> int:
+        async with litestar.lifespan():
+            return gc.get_freeze_count()
+
+    try:
+        assert asyncio.run(run()) > 10_000  # the modules, routes and clients, at least
+    finally:
+        gc.unfreeze()
