@@ -19,6 +19,7 @@ import pytest
 
 from app.asgi import create_app
 from app.fast_chat import FastChat
+from app.services import YOUNG_COLLECTION_THRESHOLD
 from app.settings import load_settings
 from tests.conftest import base_env, bearer
 from tests.test_chat import chat_ok
@@ -225,15 +226,19 @@ def test_a_body_over_the_limit_is_litestars_413(in_process: Any, api_key: str) -
 
 
 @IN_PROCESS
-def test_what_startup_made_is_frozen_out_of_the_collectors_way(in_process: Any) -> None:
+def test_the_collector_is_kept_off_the_hot_path(in_process: Any) -> None:
     _, litestar = in_process
     gc.unfreeze()
+    threshold = gc.get_threshold()
 
-    async def run() -> int:
+    async def run() -> tuple[int, int]:
         async with litestar.lifespan():
-            return gc.get_freeze_count()
+            return gc.get_freeze_count(), gc.get_threshold()[0]
 
     try:
-        assert asyncio.run(run()) > 10_000  # the modules, routes and clients, at least
+        frozen, young = asyncio.run(run())
+        assert frozen > 10_000  # the modules, routes and clients, at least
+        assert young == YOUNG_COLLECTION_THRESHOLD
     finally:
         gc.unfreeze()
+        gc.set_threshold(*threshold)
