@@ -11,7 +11,7 @@ from typing import Any, cast
 
 from litestar import Request
 from litestar.datastructures import State
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 
 from app.auth import Caller
 from app.context import request_log
@@ -23,7 +23,7 @@ def provide_services(state: State) -> Services:
     return cast("Services", state.services)
 
 
-def provide_caller(request: Request[Any, Any, Any], services: Services) -> Caller:
+def provide_caller(request: Request[Any, Any, Any], services: NamedDependency[Services]) -> Caller:
     # A singleton field: two would name two callers, and proxies disagree on which one counts.
     if len(request.headers.getall("authorization", [])) > 1:
         raise Unauthorized("more than one Authorization header: send one `Bearer <key>`")

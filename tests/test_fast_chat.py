@@ -164,11 +164,6 @@ async def serve(
     return Served(start["status"], content, "route_handler" in scope)
 
 
-# Litestar warns, when the app is built, of how its 3.0 will want handlers' parameters
-# declared; the API's processes print those warnings, this process would fail on them.
-IN_PROCESS = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
-
 @pytest.fixture
 def in_process(redis_url: str, standin: StandinServer, redis_client: redis.Redis) -> Any:
     app = create_app(load_settings(base_env(redis_url, standin)))
@@ -177,7 +172,6 @@ def in_process(redis_url: str, standin: StandinServer, redis_client: redis.Redis
     return app, fast.app
 
 
-@IN_PROCESS
 def test_the_common_turn_is_served_without_litestar(in_process: Any, api_key: str) -> None:
     app, litestar = in_process
     auth = [(b"authorization", f"Bearer {api_key}".encode())]
@@ -208,7 +202,6 @@ def test_the_common_turn_is_served_without_litestar(in_process: Any, api_key: st
     assert (twice.status, twice.by_litestar) == (401, True)
 
 
-@IN_PROCESS
 def test_a_body_over_the_limit_is_litestars_413(in_process: Any, api_key: str) -> None:
     app, litestar = in_process
     auth = [(b"authorization", f"Bearer {api_key}".encode())]
@@ -225,7 +218,6 @@ def test_a_body_over_the_limit_is_litestars_413(in_process: Any, api_key: str) -
     assert (undeclared.status, undeclared.by_litestar) == (413, True)
 
 
-@IN_PROCESS
 def test_the_collector_is_kept_off_the_hot_path(in_process: Any) -> None:
     _, litestar = in_process
     gc.unfreeze()

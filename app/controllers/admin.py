@@ -10,6 +10,7 @@ import hmac
 from typing import TYPE_CHECKING, Annotated, Any
 
 from litestar import Controller, delete, get
+from litestar.di import NamedDependency
 from litestar.params import Parameter
 
 from app.controllers import responses as docs
@@ -49,7 +50,7 @@ class AdminController(Controller):
 
     @get("/sessions", summary="List every session", responses=ADMIN)
     async def list_sessions(
-        self, services: Services, limit: Limit = 20, offset: Offset = 0
+        self, services: NamedDependency[Services], limit: Limit = 20, offset: Offset = 0
     ) -> AdminSessionPage:
         """All sessions by last activity, most recent first, with their owner ids."""
         return await services.store.page_all(limit=limit, offset=offset)
@@ -60,7 +61,7 @@ class AdminController(Controller):
         responses={**ADMIN, 404: docs.NOT_FOUND},
     )
     async def get_session(
-        self, session_id: SessionIdPath, services: Services
+        self, session_id: SessionIdPath, services: NamedDependency[Services]
     ) -> AdminSessionDetail:
         """The whole session, whoever owns it."""
         return await services.store.get_any(session_id)
@@ -71,12 +72,14 @@ class AdminController(Controller):
         status_code=204,
         responses={**ADMIN, 404: docs.NOT_FOUND},
     )
-    async def delete_session(self, session_id: SessionIdPath, services: Services) -> None:
+    async def delete_session(
+        self, session_id: SessionIdPath, services: NamedDependency[Services]
+    ) -> None:
         """Remove the session, every key it owns and its index entries."""
         await services.store.delete_any(session_id)
 
     @get("/stats", summary="Global usage metrics", responses=ADMIN)
-    async def stats(self, services: Services, days: Days = 7) -> Stats:
+    async def stats(self, services: NamedDependency[Services], days: Days = 7) -> Stats:
         """Calls, errors by status, tokens and cost per UTC day and model (kept for
         `METRICS_RETENTION_DAYS`), the session count, the usage backlog and the worker's state."""
         return await read_stats(services.redis, days=days)

@@ -7,7 +7,9 @@ from typing import Any, TypeVar
 
 import msgspec
 from litestar import Request, post
+from litestar.di import NamedDependency
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Reference, Schema
+from litestar.params import JSONBody
 
 from app.auth import Caller
 from app.context import request_log
@@ -110,9 +112,9 @@ class ChatOperation(responses.TurnOperation):
 )
 async def chat(
     request: Request[Any, Any, Any],
-    data: ChatRequest,
-    caller: Caller,
-    services: Services,
+    data: JSONBody[ChatRequest],
+    caller: NamedDependency[Caller],
+    services: NamedDependency[Services],
 ) -> ChatResponse | EventStream:
     """Send `message` to the model with the session's whole history, and save the exchange.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from litestar import Response, get
+from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 from redis.exceptions import RedisError
 
@@ -26,7 +27,7 @@ from app.worker_state import worker_state
         )
     },
 )
-async def health(services: Services) -> Response[Health]:
+async def health(services: NamedDependency[Services]) -> Response[Health]:
     """200 when Redis answers, 503 with the reason when it does not.
 
     `worker` reports the background worker's heartbeat; the API serves without it (usage

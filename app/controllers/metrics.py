@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from litestar import Request, Response, get
+from litestar.di import NamedDependency
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.openmetrics import exposition as openmetrics_exposition
@@ -63,7 +64,9 @@ def exposition(openmetrics: bool) -> tuple[bytes, str]:
 
 
 @get("/metrics", include_in_schema=False, sync_to_thread=False)
-def metrics(request: Request[Any, Any, Any], services: Services) -> Response[bytes]:
+def metrics(
+    request: Request[Any, Any, Any], services: NamedDependency[Services]
+) -> Response[bytes]:
     """Prometheus text format, or OpenMetrics (with exemplars: request ids beside the latency
     buckets) when the Accept header asks for it; behind `METRICS_TOKEN` when it is set."""
     if services.settings.metrics_token:

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 from litestar import MediaType, Request, Response, get
+from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 
 from app.controllers import responses
@@ -41,7 +42,7 @@ class ModelListDoc(msgspec.Struct):
 )
 async def list_models(
     request: Request[Any, Any, Any],
-    services: Services,
+    services: NamedDependency[Services],
 ) -> Response[bytes]:
     """`{"data": [...]}` exactly as OpenRouter sends it. No key needed.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from litestar import Controller, Request, delete, get
+from litestar.di import NamedDependency
 from litestar.params import Parameter
 
 from app.auth import Caller
@@ -33,7 +34,11 @@ class SessionController(Controller):
 
     @get("/", summary="List your sessions", responses=docs.COMMON)
     async def list_sessions(
-        self, caller: Caller, services: Services, limit: Limit = 20, offset: Offset = 0
+        self,
+        caller: NamedDependency[Caller],
+        services: NamedDependency[Services],
+        limit: Limit = 20,
+        offset: Offset = 0,
     ) -> SessionPage:
         """The sessions of the calling key, most recent activity first."""
         return await services.store.page(caller.owner, limit=limit, offset=offset)
@@ -47,8 +52,8 @@ class SessionController(Controller):
         self,
         request: Request[Any, Any, Any],
         session_id: SessionIdPath,
-        caller: Caller,
-        services: Services,
+        caller: NamedDependency[Caller],
+        services: NamedDependency[Services],
     ) -> SessionDetail:
         """Metadata, usage, expiry and every stored message, oldest first."""
         request_log(request.scope).session_id = session_id
@@ -64,8 +69,8 @@ class SessionController(Controller):
         self,
         request: Request[Any, Any, Any],
         session_id: SessionIdPath,
-        caller: Caller,
-        services: Services,
+        caller: NamedDependency[Caller],
+        services: NamedDependency[Services],
     ) -> None:
         """Remove the session and every key it owns."""
         request_log(request.scope).session_id = session_id

@@ -6,8 +6,9 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import MediaType, Request, Response, get, post
+from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
-from litestar.params import Parameter
+from litestar.params import HeaderParameter, JSONBody
 
 from app.auth import Caller
 from app.completions import SESSION_HEADER, session_from_header
@@ -68,13 +69,13 @@ class OpenAIModelListDoc(msgspec.Struct):
 )
 async def chat_completions(
     request: Request[Any, Any, Any],
-    data: CompletionRequest,
-    caller: Caller,
-    services: Services,
+    data: JSONBody[CompletionRequest],
+    caller: NamedDependency[Caller],
+    services: NamedDependency[Services],
     session: Annotated[
         str | None,
-        Parameter(
-            header=SESSION_HEADER,
+        HeaderParameter(
+            name=SESSION_HEADER,
             required=False,
             description="Server-side memory: `new` starts a session, an id continues one. "
             "Without it, nothing is stored.",
@@ -126,7 +127,9 @@ async def chat_completions(
         503: _error("Redis is unreachable."),
     },
 )
-async def list_models_v1(request: Request[Any, Any, Any], services: Services) -> Response[bytes]:
+async def list_models_v1(
+    request: Request[Any, Any, Any], services: NamedDependency[Services]
+) -> Response[bytes]:
     """OpenAI's `GET /models`: `{"object": "list", "data": [...]}` from the same shared copy
     as `GET /models`. No key needed."""
     models, body = await services.catalog.get_openai()
