@@ -53,20 +53,20 @@ class Quota:
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         """`X-RateLimit-*` for turns, `X-RateLimit-*-Tokens` for tokens; resets in seconds."""
-        out: list[tuple[str, int]] = []
-        if self.limits.turns_per_minute:
+        out: list[tuple[bytes, bytes]] = []
+        if turns := self.limits.turns_per_minute:
             out += [
-                ("x-ratelimit-limit", self.limits.turns_per_minute),
-                ("x-ratelimit-remaining", self.turns_left),
-                ("x-ratelimit-reset", _seconds(self.reset_ms)),
+                (b"x-ratelimit-limit", b"%d" % turns),
+                (b"x-ratelimit-remaining", b"%d" % self.turns_left),
+                (b"x-ratelimit-reset", b"%d" % _seconds(self.reset_ms)),
             ]
         if tokens := self.limits.tokens_per_day:
             out += [
-                ("x-ratelimit-limit-tokens", tokens),
-                ("x-ratelimit-remaining-tokens", max(tokens - self.tokens_used, 0)),
-                ("x-ratelimit-reset-tokens", _seconds(self.day_left_ms)),
+                (b"x-ratelimit-limit-tokens", b"%d" % tokens),
+                (b"x-ratelimit-remaining-tokens", b"%d" % max(tokens - self.tokens_used, 0)),
+                (b"x-ratelimit-reset-tokens", b"%d" % _seconds(self.day_left_ms)),
             ]
-        return [(name.encode(), str(value).encode()) for name, value in out]
+        return out
 
 
 class QuotaSlot:
