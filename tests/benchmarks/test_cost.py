@@ -87,7 +87,8 @@ def table(rows: list[Row]) -> str:
     for row in rows:
         ratio = row.cpu_us_per_turn / floor[row.connections] if row.connections in floor else 0
         lines.append(
-            f"| {row.connections} | {row.target} | {row.turns_per_second:,.0f} "
+            f"| {row.connections} | {row.target}{f' ({row.failed} failed)' if row.failed else ''} "
+            f"| {row.turns_per_second:,.0f} "
             f"| {row.p50_ms:.2f} | {row.p99_ms:.2f} | {row.cpu_us_per_turn:,.0f} us "
             f"| {ratio:.2f} | {row.redis_round_trips:.2f} | {row.rss_mb:.0f} |"
         )
@@ -164,7 +165,9 @@ def test_turn_cost_by_concurrency() -> None:
                         found = measure(pid, url, connections, SECONDS, mode)
                         # Minus one: the read of this INFO itself.
                         trips = reads_processed(redis_client) - reads - 1
-                        assert found.load.failed == 0, (target, connections, found.load)
+                        # The seed design's own failures under load are part of what it is.
+                        if target != "seed design":
+                            assert found.load.failed == 0, (target, connections, found.load)
                         runs[target].append((found, trips / max(found.load.requests, 1)))
                 rows.extend(median_row(target, connections, runs[target]) for target in targets)
         redis_client.close()
