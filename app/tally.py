@@ -20,27 +20,28 @@ FLUSH_SECONDS = 1.0
 
 
 class _Flusher:
-    """The tallies of the process, and the event loop a flush is scheduled on."""
+    """The tallies of the process, and whether a flush is already coming."""
 
     def __init__(self) -> None:
         self.tallies: list[CounterTally | GaugeTally | HistogramTally] = []
-        self.scheduled_on: asyncio.AbstractEventLoop | None = None
+        self.idle = True  # no flush scheduled: the next update schedules one
 
-    def due(self) -> None:
-        """Called by an update: a flush in a second, unless one is already coming."""
-        loop = self.scheduled_on
-        if loop is not None and not loop.is_closed():
-            return
+    def schedule(self) -> None:
+        """A flush in a second, from the first update after the last flush.
+
+        An event loop that closes with its flush still due (a test's) leaves the updates for
+        the next flush: a scrape, a shutdown, or the next loop's first after that.
+        """
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no event loop (a script, a test): written at once
             self.flush()
             return
-        self.scheduled_on = loop
+        self.idle = False
         loop.call_later(FLUSH_SECONDS, self.flush)
 
     def flush(self) -> None:
-        self.scheduled_on = None
+        self.idle = True
         for tally in self.tallies:
             tally.flush()
 
@@ -65,7 +66,8 @@ class CounterTally:
 
     def inc(self, amount: float = 1.0) -> None:
         self._pending += amount
-        _flusher.due()
+        if _flusher.idle:
+            _flusher.schedule()
 
     def flush(self) -> None:
         if self._pending:
@@ -87,11 +89,13 @@ class GaugeTally:
 
     def inc(self) -> None:
         self._value += 1
-        _flusher.due()
+        if _flusher.idle:
+            _flusher.schedule()
 
     def dec(self) -> None:
         self._value -= 1
-        _flusher.due()
+        if _flusher.idle:
+            _flusher.schedule()
 
     def flush(self) -> None:
         if self._value != self._written:
@@ -120,7 +124,8 @@ class HistogramTally:
         # The first bucket whose bound is at least the value, as `Histogram.observe` picks.
         self._counts[bisect_left(self._upper_bounds, amount)] += 1
         self._sum += amount
-        _flusher.due()
+        if _flusher.idle:
+            _flusher.schedule()
 
     def flush(self) -> None:
         counts = self._counts
