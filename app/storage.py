@@ -179,10 +179,39 @@ class LuaScript:
     async def __call__(self, *, keys: Sequence[str], args: Sequence[str | bytes | int]) -> Any:
         command = ("EVALSHA", self.sha, len(keys), *keys, *args)
         try:
-            return await self._redis.execute_command(*command)  # type: ignore[no-untyped-call]
+            return await self._run(command)
         except NoScriptError:
             await self._redis.execute_command("SCRIPT LOAD", self._text)  # type: ignore[no-untyped-call]
-            return await self._redis.execute_command(*command)  # type: ignore[no-untyped-call]
+            return await self._run(command)
+
+    async def _run(self, command: tuple[Any, ...]) -> Any:
+        """The command on a pooled connection, retried as the client retries its commands,
+        without the client's layers around it: option parsing, response callbacks and three
+        more coroutines a call, for a reply that needs none of them."""
+        pool = self._redis.connection_pool
+        connection = await pool.get_connection()
+        try:
+            return await connection.retry.call_with_retry(
+                lambda: _send_and_read(connection, command),
+                lambda error: _drop_or_raise(connection, error),
+            )
+        finally:
+            await pool.release(connection)
+
+
+async def _send_and_read(connection: AbstractConnection, command: tuple[Any, ...]) -> Any:
+    # No health check to skip: the pool's connections have no health_check_interval.
+    await connection.send_packed_command(connection.pack_command(*command), check_health=False)
+    return await connection.read_response()
+
+
+async def _drop_or_raise(connection: AbstractConnection, error: BaseException) -> None:
+    """What the client does with a failed attempt: drop the connection; retry only the
+    errors it retries (a lost connection, a timeout)."""
+    await connection.disconnect()
+    retried = connection.retry_on_error
+    if not retried or not isinstance(error, tuple(retried)):
+        raise error
 
 
 def lua_script(package: str, name: str, *, after: tuple[str, ...] = ()) -> str:

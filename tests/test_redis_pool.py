@@ -9,6 +9,7 @@ import pytest
 import redis
 from redis.asyncio.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 
 from app.storage import LuaScript, create_redis, turn_connection
 
@@ -147,3 +148,38 @@ def test_a_command_larger_than_the_socket_takes_at_once_is_sent_whole(redis_url:
             await client.aclose()
 
     assert asyncio.run(run()) == value
+
+
+def test_a_script_runs_on_over_a_connection_redis_closed(redis_url: str) -> None:
+    admin = redis.Redis.from_url(redis_url)
+
+    async def run() -> tuple[object, int]:
+        client = create_redis(redis_url, timeout_seconds=2, max_connections=2)
+        script = LuaScript(client, "return ARGV[1]")
+        try:
+            await script(keys=[], args=["before"])
+            admin.client_kill_filter(_type="normal", skipme=True)
+            after = await script(keys=[], args=["after"])  # retried on a new connection
+            return after, len(client.connection_pool._in_use_connections)
+        finally:
+            await client.aclose()
+
+    try:
+        assert asyncio.run(run()) == (b"after", 0)
+    finally:
+        admin.close()
+
+
+def test_a_script_error_is_raised_and_its_connection_serves_the_next(redis_url: str) -> None:
+    async def run() -> tuple[object, int]:
+        client = create_redis(redis_url, timeout_seconds=2, max_connections=1)
+        failing = LuaScript(client, "return redis.error_reply('ERR refused by the script')")
+        fine = LuaScript(client, "return 'served'")
+        try:
+            with pytest.raises(ResponseError, match="refused by the script"):
+                await failing(keys=[], args=[])
+            return await fine(keys=[], args=[]), len(client.connection_pool._in_use_connections)
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(run()) == (b"served", 0)
