@@ -11,7 +11,7 @@ from redis.asyncio.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from app.storage import LuaScript, create_redis, turn_connection
+from app.storage import LuaScript, create_redis, hiredis_packing
 
 
 @pytest.mark.parametrize(
@@ -25,7 +25,7 @@ from app.storage import LuaScript, create_redis, turn_connection
 )
 def test_commands_pack_as_redis_py_packs_them(args: tuple[bytes | str | int, ...]) -> None:
     python = Connection()
-    packed = turn_connection(Connection)()
+    packed = hiredis_packing(Connection)()
     assert b"".join(packed.pack_command(*args)) == b"".join(python.pack_command(*args))
 
 
