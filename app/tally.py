@@ -29,8 +29,9 @@ class _Flusher:
     def schedule(self) -> None:
         """A flush in a second, from the first update after the last flush.
 
-        An event loop that closes with its flush still due (a test's) leaves the updates for
-        the next flush: a scrape, a shutdown, or the next loop's first after that.
+        An event loop that closes with its flush still due (a test's) leaves its updates, and
+        those of any later loop, to the next explicit flush (a scrape, a shutdown); updates
+        after that schedule their flush again.
         """
         try:
             loop = asyncio.get_running_loop()
