@@ -53,6 +53,7 @@ class TurnPool(ConnectionPool):
         self.timeout = timeout
         self._line: deque[asyncio.Future[AbstractConnection]] = deque()
         self._held_since: dict[AbstractConnection, float] = {}
+        self._cut: set[AbstractConnection] = set()  # cut, and not yet released
         self._watching: asyncio.AbstractEventLoop | None = None
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> AbstractConnection:
@@ -90,6 +91,7 @@ class TurnPool(ConnectionPool):
         for connection, since in list(self._held_since.items()):
             if since < overdue:
                 cut(connection)
+                self._cut.add(connection)
         self._watch(asyncio.get_running_loop())
 
     async def _wait_in_line(self) -> AbstractConnection:
@@ -110,6 +112,11 @@ class TurnPool(ConnectionPool):
 
     async def release(self, connection: AbstractConnection) -> None:
         self._held_since.pop(connection, None)
+        if connection in self._cut:
+            self._cut.discard(connection)
+            # Cut as its reply came in, the caller had its answer: the next one must not find
+            # the dropped socket (uvloop raises on a write to it, which is no Redis error).
+            await connection.disconnect(nowait=True)
         while self._line:
             waiter = self._line.popleft()
             if not waiter.done():

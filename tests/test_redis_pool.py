@@ -7,6 +7,7 @@ import time
 
 import pytest
 import redis
+import uvloop
 from redis.asyncio.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
@@ -183,3 +184,25 @@ def test_a_script_error_is_raised_and_its_connection_serves_the_next(redis_url: 
             await client.aclose()
 
     assert asyncio.run(run()) == (b"served", 0)
+
+
+def test_a_connection_cut_as_its_reply_came_in_serves_no_one_dropped(redis_url: str) -> None:
+    """The watch can cut a connection whose reply is already read (a late event loop): the
+    caller has its answer, and the next caller gets a connection that works. Under uvloop,
+    as the API runs, a write to the dropped socket would raise a non-Redis error."""
+
+    async def run() -> tuple[object, object]:
+        client = create_redis(redis_url, timeout_seconds=0.2, max_connections=1)
+        pool = client.connection_pool
+        script = LuaScript(client, "return ARGV[1]")
+        try:
+            connection = await pool.get_connection()
+            await connection.send_command("PING")
+            first = await connection.read_response()
+            await asyncio.sleep(0.5)  # held past the timeout: the watch cuts it
+            await pool.release(connection)
+            return first, await script(keys=[], args=["next"])
+        finally:
+            await client.aclose()
+
+    assert uvloop.run(run()) == (b"PONG", b"next")
