@@ -53,7 +53,6 @@ class TurnPool(ConnectionPool):
         self.timeout = timeout
         self._line: deque[asyncio.Future[AbstractConnection]] = deque()
         self._held_since: dict[AbstractConnection, float] = {}
-        self._cut: set[AbstractConnection] = set()  # cut, and not yet released
         self._watching: asyncio.AbstractEventLoop | None = None
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> AbstractConnection:
@@ -91,7 +90,6 @@ class TurnPool(ConnectionPool):
         for connection, since in list(self._held_since.items()):
             if since < overdue:
                 cut(connection)
-                self._cut.add(connection)
         self._watch(asyncio.get_running_loop())
 
     async def _wait_in_line(self) -> AbstractConnection:
@@ -112,10 +110,11 @@ class TurnPool(ConnectionPool):
 
     async def release(self, connection: AbstractConnection) -> None:
         self._held_since.pop(connection, None)
-        if connection in self._cut:
-            self._cut.discard(connection)
-            # Cut as its reply came in, the caller had its answer: the next one must not find
-            # the dropped socket (uvloop raises on a write to it, which is no Redis error).
+        writer = connection._writer
+        if writer is not None and writer.transport.is_closing():
+            # Cut by the watch as its reply came in (the caller had its answer), or closed
+            # under its caller: the next one must not write to the closed socket (uvloop
+            # raises on that, and it is no Redis error).
             await connection.disconnect(nowait=True)
         while self._line:
             waiter = self._line.popleft()
