@@ -134,10 +134,12 @@ class RequestContextMiddleware:
                 fields["first_byte_ms"] = round((log.first_byte - started) * 1000, 2)
             if log.caller is not None and log.caller.name is not None:
                 fields["app"] = log.caller.name
-            for name in ("session_id", "model", "tokens"):
-                value = getattr(log, name)
-                if value is not None:
-                    fields[name] = value
+            if log.session_id is not None:
+                fields["session_id"] = log.session_id
+            if log.model is not None:
+                fields["model"] = log.model
+            if log.tokens is not None:
+                fields["tokens"] = log.tokens
             logger.info(
                 "%s %s %s", scope["method"], scope["path"], log.status, extra={"fields": fields}
             )
