@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException
 
-from app import telemetry
+from app import deadlines, telemetry
 from app.ids import random_id
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ def receive_by(receive: Receive, deadline: float, seconds: float) -> Receive:
         if body_done:
             return await receive()
         try:
-            async with asyncio.timeout_at(deadline):
+            with deadlines.at(deadline):
                 message = await receive()
         except TimeoutError:
             raise HTTPException(

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import msgspec
 
+from app import deadlines
 from app.errors import UpstreamError
 from app.schemas import ToolCall, Usage
 from app.sse import sse_batches
@@ -381,9 +382,8 @@ class OpenRouterClient:
 
     async def _answer(self, key: str, payload: bytes, *, stream: bool) -> httpx.Response:
         """A 200 answer to a chat request (open, when streaming); anything else raises."""
-        with self._transport_errors():
-            async with asyncio.timeout(self._timeout):
-                response = await self._send(key, payload, stream=stream)
+        with self._transport_errors(), deadlines.within(self._timeout):
+            response = await self._send(key, payload, stream=stream)
         if response.status_code != 200:
             raise error_from_response(response.status_code, response.content, response.headers, key)
         return response
@@ -416,11 +416,10 @@ class OpenRouterClient:
 
     async def fetch_models(self) -> bytes:
         """OpenRouter's model list, as the bytes it sent (checked to hold a `data` list)."""
-        with self._transport_errors():
-            async with asyncio.timeout(self._timeout):
-                headers = [(b"Host", self._models_url.netloc), (b"Accept", b"application/json")]
-                response = await self._request("GET", self._models_url, headers)
-                await _read_and_close(response)
+        with self._transport_errors(), deadlines.within(self._timeout):
+            headers = [(b"Host", self._models_url.netloc), (b"Accept", b"application/json")]
+            response = await self._request("GET", self._models_url, headers)
+            await _read_and_close(response)
         if response.status_code != 200:
             raise error_from_response(response.status_code, response.content, response.headers, "")
         try:
