@@ -283,7 +283,11 @@ class OpenRouterClient:
         base = base_url.rstrip("/")
         self._chat_url = httpx.URL(f"{base}/chat/completions")
         self._models_url = httpx.URL(f"{base}/models")
-        self._extensions = {"timeout": timeout.as_dict()}
+        # A stream's reads are bounded by the read timeout, its longest silence; a whole
+        # answer only by the deadline of the call (`_timeout`), so aiohttp need not restart a
+        # timer at every read of it.
+        self._stream_extensions = {"timeout": timeout.as_dict()}
+        self._answer_extensions = {"timeout": {**timeout.as_dict(), "read": None}}
         self._retries = retries
         self._timeout = timeout.read or 120.0
         self._jitter = jitter
@@ -298,7 +302,13 @@ class OpenRouterClient:
         ]
 
     async def _request(
-        self, method: str, url: httpx.URL, headers: list[tuple[bytes, bytes]], body: bytes = b""
+        self,
+        method: str,
+        url: httpx.URL,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes = b"",
+        *,
+        stream: bool = False,
     ) -> httpx.Response:
         """One request on the transport; the response body is not read yet.
 
@@ -307,8 +317,9 @@ class OpenRouterClient:
         """
         if body or method == "POST":
             headers = [*headers, (b"Content-Length", str(len(body)).encode())]
+        extensions = self._stream_extensions if stream else self._answer_extensions
         request = httpx.Request(
-            method, url, headers=headers, stream=httpx.ByteStream(body), extensions=self._extensions
+            method, url, headers=headers, stream=httpx.ByteStream(body), extensions=extensions
         )
         response = await self._transport.handle_async_request(request)
         response.request = request
@@ -339,7 +350,9 @@ class OpenRouterClient:
         attempt = 0
         while True:
             try:
-                response = await self._request("POST", self._chat_url, headers, payload)
+                response = await self._request(
+                    "POST", self._chat_url, headers, payload, stream=stream
+                )
             except (httpx.ConnectError, httpx.ConnectTimeout):
                 if attempt >= self._retries:
                     raise
