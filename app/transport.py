@@ -91,6 +91,14 @@ class ReadResponse(httpx.Response):
         self.is_closed = True
 
 
+def _body(request: httpx.Request) -> bytes:
+    """The body of a request made with its bytes (as ours are), without `read`'s checks."""
+    stream = request.stream
+    if isinstance(stream, httpx.ByteStream):
+        return b"".join(stream)
+    return request.read()
+
+
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """One aiohttp session, opened on first use (inside the event loop) and closed by `aclose`."""
 
@@ -126,22 +134,23 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         session = self._session or self._open()
+        headers = request.headers.multi_items()  # names in lower case
         try:
             response = await session.request(
                 request.method,
                 str(request.url),
-                headers=request.headers.multi_items(),
-                data=request.read() or None,
+                headers=headers,
+                data=_body(request) or None,
                 allow_redirects=False,
                 compress=False,
                 timeout=self._timeout(request),
             )
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise (as_httpx_error(exc) or exc) from exc
-        headers = response.raw_headers
-        if response.content_type == EVENT_STREAM or request.headers.get("accept") == EVENT_STREAM:
+        raw_headers = response.raw_headers
+        if response.content_type == EVENT_STREAM or ("accept", EVENT_STREAM) in headers:
             return httpx.Response(
-                response.status, headers=headers, stream=_BodyStream(response), request=request
+                response.status, headers=raw_headers, stream=_BodyStream(response), request=request
             )
         try:
             body = await response.read()
@@ -155,7 +164,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             raise error from exc
         finally:
             response.release()
-        return ReadResponse(response.status, headers, body, request)
+        return ReadResponse(response.status, raw_headers, body, request)
 
     async def aclose(self) -> None:
         if self._session is not None:

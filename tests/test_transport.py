@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 TIMEOUT = httpx.Timeout(5.0, read=1.0)
 
 
-def chat_request(url: str, key: str, *, stream: bool = False) -> httpx.Request:
+def chat_request(
+    url: str, key: str, *, stream: bool = False, accept: str = "application/json"
+) -> httpx.Request:
     body: dict[str, object] = {
         "model": "openai/gpt-4o",
         "messages": [{"role": "user", "content": "hi"}],
@@ -32,7 +34,7 @@ def chat_request(url: str, key: str, *, stream: bool = False) -> httpx.Request:
         "POST",
         url,
         json=body,
-        headers={"Authorization": f"Bearer {key}"},
+        headers={"Authorization": f"Bearer {key}", "Accept": accept},
         extensions={"timeout": TIMEOUT.as_dict()},
     )
 
@@ -83,6 +85,24 @@ def test_an_event_stream_comes_back_open(standin: StandinServer) -> None:
         body = b"".join([chunk async for chunk in response.aiter_raw()])
         await response.aclose()
         assert body.rstrip().endswith(b"data: [DONE]")
+
+    run(test)
+
+
+def test_an_answer_to_a_request_accepting_a_stream_comes_back_open(
+    standin: StandinServer,
+) -> None:
+    async def test(transport: AiohttpTransport) -> None:
+        request = chat_request(
+            f"{standin.base_url}/chat/completions", key(), accept="text/event-stream"
+        )
+        response = await transport.handle_async_request(request)
+        assert response.headers["content-type"].startswith("application/json")
+        with pytest.raises(httpx.ResponseNotRead):
+            _ = response.content
+        answer = msgspec.json.decode(await response.aread())
+        await response.aclose()
+        assert answer["choices"][0]["message"]["content"]
 
     run(test)
 
