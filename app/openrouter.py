@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import math
 import random
 import time
 from typing import TYPE_CHECKING, Any
@@ -176,13 +177,16 @@ def error_from_object(
 ) -> UpstreamError:
     """An `UpstreamError` from OpenRouter's error object, with the key scrubbed out."""
     code = error.code
-    upstream_status = int(code) if isinstance(code, int | str) and str(code).isdigit() else None
+    # isdigit() alone admits "²", which int() refuses.
+    text = str(code) if isinstance(code, int | str) else ""
+    upstream_status = int(text) if text.isascii() and text.isdigit() else None
     upstream_status = upstream_status or fallback_status
     status, error_type = status_for(upstream_status)
     message = error.message or f"OpenRouter answered {upstream_status}"
     raw = (error.metadata or {}).get("raw")
     if isinstance(raw, str) and raw and raw not in message:
-        message = f"{message}: {raw[:500]}"
+        # Scrubbed before it is cut: a cut through the key would leave its start unmatched.
+        message = f"{message}: {scrub(raw, key)[:500]}"
     passed_headers = {}
     if headers and status in (429, 503) and "retry-after" in headers:
         passed_headers["Retry-After"] = headers["retry-after"]
@@ -219,9 +223,11 @@ def retry_after_seconds(value: str | None) -> float | None:
     if not value:
         return None
     try:
-        return max(float(value), 0.0)
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return max(seconds, 0.0) if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -298,6 +304,9 @@ class OpenRouterClient:
         )
         self._fixed_headers = [
             (b"Host", self._chat_url.netloc),
+            # Bodies are relayed as they come, never decompressed: aiohttp would otherwise
+            # offer gzip, and a compressing CDN in front of OpenRouter would take it.
+            (b"Accept-Encoding", b"identity"),
             *((name, value.encode()) for name, value in attribution if value),
         ]
 
@@ -430,7 +439,11 @@ class OpenRouterClient:
     async def fetch_models(self) -> bytes:
         """OpenRouter's model list, as the bytes it sent (checked to hold a `data` list)."""
         with self._transport_errors(), deadlines.within(self._timeout):
-            headers = [(b"Host", self._models_url.netloc), (b"Accept", b"application/json")]
+            headers = [
+                (b"Host", self._models_url.netloc),
+                (b"Accept-Encoding", b"identity"),
+                (b"Accept", b"application/json"),
+            ]
             response = await self._request("GET", self._models_url, headers)
             await _read_and_close(response)
         if response.status_code != 200:

@@ -299,6 +299,8 @@ def test_upstream_gets_the_callers_key_and_attribution_headers(
     assert headers["authorization"] == f"Bearer {api_key}"
     assert headers["http-referer"] == "https://chat.example.test/app"
     assert headers["x-title"] == "Example Chat"
+    # Bodies are relayed as sent: a compressed one would not parse (nor stream).
+    assert headers["accept-encoding"] == "identity"
 
 
 # ---- history cap, replicas, concurrency ------------------------------------------------------

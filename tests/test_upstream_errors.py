@@ -284,3 +284,45 @@ def test_error_message_never_carries_the_key(
     assert_error(response, 400)
     assert session.key not in response.text
     assert session.key not in response.headers.get("retry-after", "")
+
+
+def test_a_key_cut_by_the_message_limit_leaves_none_of_it(
+    client: httpx.Client, standin: StandinServer, session: Session
+) -> None:
+    # The provider's raw error echoes the key where the 500-character cut goes through it.
+    raw = "x" * 480 + f" key={session.key} was refused"
+    standin.control.script(
+        session.key, {"status": 400, "message": "Provider returned error", "metadata": {"raw": raw}}
+    )
+
+    response = failing_turn(client, session)
+
+    assert_error(response, 400)
+    assert "[redacted]" in response.json()["error"]["message"]
+    assert session.key[:12] not in response.text
+
+
+def test_an_error_code_of_unicode_digits_is_not_a_500(
+    client: httpx.Client, redis_client: redis.Redis, standin: StandinServer, session: Session
+) -> None:
+    # "²".isdigit() is true, and int("²") raises.
+    body = '{"error": {"code": "\u00b2", "message": "odd provider"}}'
+    standin.control.script(session.key, {"status": 400, "raw_body": body})
+
+    response = failing_turn(client, session)
+
+    assert_error(response, 400)
+    assert "odd provider" in response.json()["error"]["message"]
+    assert_history_whole(client, redis_client, session)
+
+
+def test_a_retry_after_that_is_not_a_number_of_seconds_is_ignored(
+    client: httpx.Client, standin: StandinServer, session: Session
+) -> None:
+    standin.control.script(session.key, {"status": 503, "headers": {"Retry-After": "nan"}})
+
+    response = failing_turn(client, session)
+
+    # Retried after the usual backoff, once, and the retry answered.
+    assert response.status_code == 200, response.text
+    assert attempts(standin, session) == 2
