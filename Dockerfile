@@ -38,7 +38,7 @@ USER 10001:10001
 EXPOSE 8000
 # The worker has no port: the check passes for it when its role is not web.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=15s --retries=3 \
-    CMD ["python", "-m", "app.healthcheck"]
+    CMD ["chat-backend", "healthcheck"]
 STOPSIGNAL SIGTERM
-ENTRYPOINT ["python", "-m", "app.serve"]
+ENTRYPOINT ["chat-backend"]
 CMD ["web"]

@@ -66,7 +66,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, rename="upper"):
     cors_origins: tuple[str, ...] = ("*",)
     log_format: Literal["json", "console"] | None = None
     stream_keepalive_seconds: Annotated[float, Meta(gt=0, le=15)] = 10.0
-    # The chat page at `/` (app/static); off for an API-only deployment.
+    # The chat page at `/` (app/http/static); off for an API-only deployment.
     serve_ui: bool = True
 
     # Worker and operators.
@@ -149,7 +149,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if settings.server_key_mode and not settings.app_tokens:
         raise SettingsError(
             "APP_TOKENS is required when OPENROUTER_API_KEY is set: clients authenticate with "
-            "an app token (python -m app.tokens new NAME makes one); or unset "
+            "an app token (chat-backend token new NAME makes one); or unset "
             "OPENROUTER_API_KEY for callers to send their own keys"
         )
     if settings.app_tokens and not settings.server_key_mode:

@@ -4,8 +4,8 @@
 entries. The server keeps only digests, so its configuration does not hold a usable token;
 an empty limit field takes the server's default, 0 lifts that limit for the token.
 
-    python -m app.tokens new web        # a fresh token, and its APP_TOKENS entry
-    python -m app.tokens hash < file    # the digest of a token read from stdin
+    chat-backend token new web        # a fresh token, and its APP_TOKENS entry
+    chat-backend token hash < file    # the digest of a token read from stdin
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def _entry(position: int, text: str) -> AppToken:
     if not DIGEST.fullmatch(fields[1]):
         raise ValueError(
             f"{where}: the digest must be 64 lowercase hex digits "
-            "(python -m app.tokens hash prints it)"
+            "(chat-backend token hash prints it)"
         )
     limits = [*fields[2:], "", ""]
     return AppToken(
@@ -106,9 +106,5 @@ def main(argv: Sequence[str]) -> int:
             return 2
         print(token_digest(token))
         return 0
-    print("usage: python -m app.tokens new NAME | hash < FILE", file=sys.stderr)
+    print("usage: chat-backend token new NAME | token hash < FILE", file=sys.stderr)
     return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))

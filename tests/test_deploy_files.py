@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from tests.support.processes import WebProcess
 
 BIN = Path(sys.executable).parent
-ENTRY = ["python", "-m", "app.serve"]
+ENTRY = ["chat-backend"]
 
 
 def dockerfile() -> list[tuple[str, str]]:
@@ -61,7 +61,7 @@ def test_dockerfile_is_multi_stage_slim_non_root_with_health_and_stop_signal() -
     assert users and users[-1].split(":")[0] not in ("root", "0")
     assert ("STOPSIGNAL", "SIGTERM") in instructions
     healthcheck = next(rest for name, rest in instructions if name == "HEALTHCHECK")
-    assert "app.healthcheck" in healthcheck
+    assert "chat-backend" in healthcheck and "healthcheck" in healthcheck
     # Dependencies are installed before the app's code is copied, so they cache as a layer.
     first_app_copy = instructions.index(("COPY", "app ./app"))
     assert any(
@@ -141,7 +141,7 @@ def test_haproxy_accepts_the_shipped_configuration(tmp_path: Path) -> None:
 
 def healthcheck(env: dict[str, str]) -> int:
     return subprocess.run(
-        [sys.executable, "-m", "app.healthcheck"],
+        [str(BIN / "chat-backend"), "healthcheck"],
         cwd=ROOT,
         env=process_env(env),
         capture_output=True,

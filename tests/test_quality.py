@@ -46,7 +46,7 @@ def test_quick_start_is_two_commands_and_ci_runs_the_test_one() -> None:
     assert len(commands) == 2, commands
     assert all("\n" not in command.strip() for command in commands), commands
     serve, test = (command.strip() for command in commands)
-    assert "app.devstack" in serve
+    assert "chat-backend dev" in serve
     assert "pytest" in test
     assert test in (ROOT / ".ci" / "run").read_text()
 

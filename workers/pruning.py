@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from app import keys
-from app.sessions import now_ms
-from app.storage import lua_script
+from app.store import keys
+from app.store.client import lua_script
+from app.store.sessions import now_ms
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

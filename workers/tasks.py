@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from redis.exceptions import RedisError
 
-from app import keys
-from app.logs import configure_logging
+from app.ops.logs import configure_logging
 from app.settings import load_settings
-from app.storage import create_redis
-from workers.metrics import UsageDrain
+from app.store import keys
+from app.store.client import create_redis
 from workers.pruning import Pruner
+from workers.usage_drain import UsageDrain
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable

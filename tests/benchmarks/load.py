@@ -97,7 +97,7 @@ def measure(pid: int, url: str, connections: int, seconds: float, *args: str) ->
 
 
 class Uvicorn:
-    """An ASGI app of the benchmark under uvicorn, with the flags `app.serve` gives the API."""
+    """An ASGI app of the benchmark under uvicorn, with the flags `chat-backend web` gives it."""
 
     def __init__(self, app: str, port: int, env: dict[str, str]) -> None:
         self.url = f"http://127.0.0.1:{port}"

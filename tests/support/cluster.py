@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Self
 import httpx
 import yaml
 
-from app.devstack import port_open
+from app.cli.devstack import port_open
 from tests.support.processes import ROOT, ProcfileProcess, WebProcess
 from tests.support.redis_server import free_port
 

@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 from typing import Self
 
-from app.devstack import RedisProcess, free_port, redis_server_binary
+from app.cli.devstack import RedisProcess, free_port, redis_server_binary
 
 __all__ = ["RedisServer", "free_port"]
 

@@ -1,0 +1,85 @@
+"""/admin: every session and the global metrics, for operators holding ADMIN_TOKEN.
+
+The routes exist only when ADMIN_TOKEN is set. They read the same keys an operator reads with
+redis-cli (see the README's Redis section).
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import TYPE_CHECKING, Annotated, Any
+
+from litestar import Controller, delete, get
+from litestar.di import NamedDependency
+from litestar.params import Parameter
+
+from app.errors import Unauthorized
+from app.http.routes import responses as docs
+from app.http.routes.sessions import Limit, Offset, SessionIdPath
+from app.http.services import Services
+from app.schemas import AdminSessionDetail, AdminSessionPage, Stats
+from app.store.admin_stats import read_stats
+
+if TYPE_CHECKING:
+    from litestar.connection import ASGIConnection
+    from litestar.handlers import BaseRouteHandler
+
+ADMIN = {
+    400: docs.INVALID,
+    401: docs.error("Missing or wrong admin token."),
+    503: docs.STORAGE,
+}
+
+Days = Annotated[int, Parameter(ge=1, le=366, description="How many days, today first.")]
+
+
+def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Constant-time comparison, so the token cannot be guessed byte by byte."""
+    token: str = connection.app.state.services.settings.admin_token
+    scheme, _sep, given = connection.headers.get("authorization", "").partition(" ")
+    matches = hmac.compare_digest(given.strip().encode(), token.encode())
+    if scheme.lower() != "bearer" or not matches:
+        raise Unauthorized("admin routes need `Authorization: Bearer <ADMIN_TOKEN>`")
+
+
+class AdminController(Controller):
+    path = "/admin"
+    tags = ["admin"]  # noqa: RUF012
+    guards = [admin_guard]  # noqa: RUF012
+    security = [{"AdminToken": []}]  # noqa: RUF012
+
+    @get("/sessions", summary="List every session", responses=ADMIN)
+    async def list_sessions(
+        self, services: NamedDependency[Services], limit: Limit = 20, offset: Offset = 0
+    ) -> AdminSessionPage:
+        """All sessions by last activity, most recent first, with their owner ids."""
+        return await services.store.page_all(limit=limit, offset=offset)
+
+    @get(
+        "/sessions/{session_id:str}",
+        summary="Read any session",
+        responses={**ADMIN, 404: docs.NOT_FOUND},
+    )
+    async def get_session(
+        self, session_id: SessionIdPath, services: NamedDependency[Services]
+    ) -> AdminSessionDetail:
+        """The whole session, whoever owns it."""
+        return await services.store.get_any(session_id)
+
+    @delete(
+        "/sessions/{session_id:str}",
+        summary="Delete any session",
+        status_code=204,
+        responses={**ADMIN, 404: docs.NOT_FOUND},
+    )
+    async def delete_session(
+        self, session_id: SessionIdPath, services: NamedDependency[Services]
+    ) -> None:
+        """Remove the session, every key it owns and its index entries."""
+        await services.store.delete_any(session_id)
+
+    @get("/stats", summary="Global usage metrics", responses=ADMIN)
+    async def stats(self, services: NamedDependency[Services], days: Days = 7) -> Stats:
+        """Calls, errors by status, tokens and cost per UTC day and model (kept for
+        `METRICS_RETENTION_DAYS`), the session count, the usage backlog and the worker's state."""
+        return await read_stats(services.redis, days=days)

@@ -1,0 +1,4 @@
+"""Operations: logging, Prometheus metrics and the tallies that batch them, deadlines.
+
+The lowest layer but the shared modules: it imports nothing else of the app.
+"""

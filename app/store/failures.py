@@ -1,0 +1,23 @@
+"""What a failed Redis call becomes: the 503 a client is told, a log line and a metric."""
+
+from __future__ import annotations
+
+import logging
+
+from redis.exceptions import OutOfMemoryError, RedisError
+
+from app.errors import StorageUnavailable
+from app.ops import prometheus
+
+logger = logging.getLogger("app.errors")
+
+
+def storage_error(exc: RedisError) -> StorageUnavailable:
+    """What a client is told, and the log and the metrics say, when a Redis call fails."""
+    prometheus.redis_failed()
+    if isinstance(exc, OutOfMemoryError):
+        # maxmemory reached with noeviction: Redis refuses writes, whole scripts included.
+        logger.error("redis is out of memory: writes are refused")
+        return StorageUnavailable("session storage is full")
+    logger.warning("redis unavailable: %s", type(exc).__name__)
+    return StorageUnavailable()

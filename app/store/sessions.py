@@ -1,0 +1,321 @@
+"""SessionStore: every Redis command on sessions, and nothing about HTTP."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import msgspec
+
+from app.errors import SessionNotFound
+from app.schemas import (
+    AdminSessionDetail,
+    AdminSessionPage,
+    AdminSessionSummary,
+    MessageContent,
+    SessionDetail,
+    SessionPage,
+    SessionSummary,
+    SessionUsage,
+    StoredMessage,
+    ToolCall,
+)
+from app.store import keys
+from app.store.client import LuaScript, awaited, lua_script
+from app.store.limits import NO_LIMITS, admission_args
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from app.store.limits import Admission
+
+
+class HistoryMessage(msgspec.Struct, frozen=True, omit_defaults=True):
+    """The part of a stored message that is sent upstream."""
+
+    role: str
+    content: MessageContent
+    name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+
+
+class History(msgspec.Struct, frozen=True):
+    """What a turn needs from Redis before it calls upstream."""
+
+    system_prompt: str | None
+    messages: list[HistoryMessage]
+
+    def upstream(self, system_prompt: str | None) -> list[HistoryMessage]:
+        """What goes upstream ahead of a turn's new messages: the system prompt, the history."""
+        head = [HistoryMessage("system", system_prompt)] if system_prompt else []
+        return [*head, *self.messages]
+
+
+class Turn(msgspec.Struct, kw_only=True, frozen=True):
+    """One committed exchange: the new messages of the request (a user message, tool results,
+    ...) and the answer."""
+
+    session_id: str
+    owner: str
+    turn_id: str
+    messages: list[StoredMessage]
+    assistant: StoredMessage
+    title: str
+    system_prompt: str | None
+    usage_record: bytes | None = None
+    # Whether the answer's tokens count against the owner's TOKEN_LIMIT_PER_DAY.
+    count_tokens: bool = False
+
+
+class Committed(NamedTuple):
+    message_count: int
+    tokens_today: int | None  # the owner's tokens of the UTC day, when counted
+
+
+_message_encoder = msgspec.json.Encoder()
+_history_decoder = msgspec.json.Decoder(HistoryMessage)
+_message_decoder = msgspec.json.Decoder(StoredMessage)
+
+_SUMMARY_FIELDS = ("owner", "title", "model", "message_count", "created", "updated")
+_USAGE_INT_FIELDS = ("turns", "prompt_tokens", "completion_tokens", "total_tokens")
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode()
+
+
+def _ms_to_datetime(value: bytes | str | int | None) -> datetime:
+    return datetime.fromtimestamp(int(value or 0) / 1000, tz=UTC)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def parse_usage(raw: dict[bytes, bytes]) -> SessionUsage:
+    """Read the worker's usage hash (`chat:{id}:usage`)."""
+    if not raw:
+        return SessionUsage()
+    fields = {k.decode(): v.decode() for k, v in raw.items()}
+    turns = int(fields.get("turns", 0))
+    latency_total = float(fields.get("latency_ms_total", 0))
+    models = {
+        name.removeprefix("model:"): int(count)
+        for name, count in fields.items()
+        if name.startswith("model:")
+    }
+    first, last = fields.get("first_activity"), fields.get("last_activity")
+    return SessionUsage(
+        **{name: int(fields.get(name, 0)) for name in _USAGE_INT_FIELDS},
+        cost=float(fields.get("cost", 0)),
+        models=models,
+        avg_latency_ms=round(latency_total / turns, 1) if turns else None,
+        last_latency_ms=float(fields["last_latency_ms"]) if "last_latency_ms" in fields else None,
+        first_activity=_ms_to_datetime(first) if first else None,
+        last_activity=_ms_to_datetime(last) if last else None,
+    )
+
+
+def commit_turn_script() -> str:
+    return lua_script("app.store", "commit_turn.lua", after=("day_tokens.lua",))
+
+
+class SessionStore:
+    """Sessions in Redis, in the layout documented in `app.store.keys`."""
+
+    def __init__(self, redis: Redis, *, ttl_ms: int, history_cap: int) -> None:
+        self._redis = redis
+        self._ttl_ms = ttl_ms
+        self._history_cap = history_cap
+        self._open = LuaScript(
+            redis, lua_script("app.store", "open_turn.lua", after=("admission.lua",))
+        )
+        self._commit = LuaScript(redis, commit_turn_script())
+        self._delete = LuaScript(redis, lua_script("app.store", "delete_session.lua"))
+
+    async def load_history(
+        self, session_id: str, owner: str, admission: Admission | None = None
+    ) -> History:
+        """The stored system prompt and messages, in one round trip (`lua/open_turn.lua`).
+
+        With an `admission`, the turn's rate-limit check runs first in the same script, and a
+        refused turn raises before anything else. An unknown session is empty history (the
+        turn will create it); a session of another owner does not exist for this one.
+        """
+        k = keys.session_keys(session_id)
+        limit, args = (
+            (admission.keys, admission.args)
+            if admission is not None
+            else ([keys.owner_limit(owner)], admission_args(NO_LIMITS))
+        )
+        reply: list[Any] = await self._open(keys=[*limit, k.meta, k.messages], args=args)
+        if admission is not None:
+            await admission.settle(reply[0])
+        _, stored_owner, system_prompt, raw_messages = reply
+        if stored_owner is not None and stored_owner.decode() != owner:
+            raise SessionNotFound(session_id)
+        return History(
+            system_prompt=_text(system_prompt),
+            messages=[_history_decoder.decode(raw) for raw in raw_messages],
+        )
+
+    async def commit_turn(self, turn: Turn) -> Committed:
+        """Write the turn in one atomic script; the owner's day's tokens are counted in it."""
+        k = keys.session_keys(turn.session_id)
+        status, count, tokens_today = await self._commit(
+            keys=[
+                k.meta,
+                k.messages,
+                k.turns,
+                k.usage,
+                keys.ALL_SESSIONS,
+                keys.owner_sessions(turn.owner),
+                keys.USAGE_INBOX,
+                keys.OWNERS,
+                keys.owner_limit(turn.owner),
+            ],
+            args=[
+                turn.session_id,
+                turn.owner,
+                turn.turn_id,
+                int(turn.assistant.timestamp.timestamp() * 1000),
+                self._ttl_ms,
+                self._history_cap,
+                turn.assistant.model or "",
+                turn.title,
+                turn.system_prompt or "",
+                turn.usage_record or b"",
+                (turn.assistant.tokens or 0) if turn.count_tokens else "",
+                *map(_message_encoder.encode, turn.messages),
+                _message_encoder.encode(turn.assistant),
+            ],
+        )
+        if status == 0:
+            raise SessionNotFound(turn.session_id)
+        return Committed(int(count), int(tokens_today) if tokens_today >= 0 else None)
+
+    async def _read(self, session_id: str) -> tuple[str, dict[str, Any]]:
+        """The owner and the fields of a session's detail view, in one round trip."""
+        k = keys.session_keys(session_id)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(k.meta)
+            pipe.lrange(k.messages, 0, -1)
+            pipe.pttl(k.meta)
+            pipe.hgetall(k.usage)
+            meta, raw_messages, ttl_ms, usage = await pipe.execute()
+        fields = {key.decode(): value.decode() for key, value in meta.items()}
+        if "owner" not in fields:
+            raise SessionNotFound(session_id)
+        return fields["owner"], {
+            **_summary_fields(session_id, fields, usage),
+            "expires_at": _ms_to_datetime(now_ms() + max(int(ttl_ms), 0)),
+            "system_prompt": fields.get("system_prompt"),
+            "messages": [_message_decoder.decode(raw) for raw in raw_messages],
+        }
+
+    async def get(self, session_id: str, owner: str) -> SessionDetail:
+        """The whole session, if `owner` holds it."""
+        stored_owner, detail = await self._read(session_id)
+        if stored_owner != owner:
+            raise SessionNotFound(session_id)
+        return SessionDetail(**detail)
+
+    async def get_any(self, session_id: str) -> AdminSessionDetail:
+        """The whole session, whoever holds it (the operators' view)."""
+        owner, detail = await self._read(session_id)
+        return AdminSessionDetail(**detail, owner=owner)
+
+    async def owner_of(self, session_id: str) -> str | None:
+        meta = keys.session_keys(session_id).meta
+        owner: bytes | None = await awaited(self._redis.hget(meta, "owner"))
+        return _text(owner)
+
+    async def delete(self, session_id: str, owner: str) -> None:
+        k = keys.session_keys(session_id)
+        deleted = await self._delete(
+            keys=[*k, keys.ALL_SESSIONS, keys.owner_sessions(owner)],
+            args=[session_id, owner],
+        )
+        if not deleted:
+            raise SessionNotFound(session_id)
+
+    async def delete_any(self, session_id: str) -> None:
+        """Delete whoever holds it (the operators' view)."""
+        owner = await self.owner_of(session_id)
+        if owner is None:
+            raise SessionNotFound(session_id)
+        await self.delete(session_id, owner)
+
+    async def _page(
+        self, index: str, limit: int, offset: int
+    ) -> tuple[int, list[tuple[str, dict[str, Any]]]]:
+        """Owners and summary fields of a page of `index`, most recent first: two round trips.
+
+        Index entries of sessions that Redis already expired are skipped here and removed by
+        the worker's pruner.
+        """
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(index)
+            pipe.zrevrange(index, offset, offset + limit - 1)
+            total, ids = await pipe.execute()
+        if not ids:
+            return total, []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for raw_id in ids:
+                k = keys.session_keys(raw_id.decode())
+                # Only what a listing shows: not the system prompt, which may be long.
+                pipe.hmget(k.meta, list(_SUMMARY_FIELDS))
+                pipe.hgetall(k.usage)
+            results: list[Any] = await pipe.execute()
+        rows = []
+        for raw_id, meta, usage in zip(ids, results[::2], results[1::2], strict=True):
+            fields = {
+                name: value.decode()
+                for name, value in zip(_SUMMARY_FIELDS, meta, strict=True)
+                if value is not None
+            }
+            if "owner" in fields:
+                rows.append((fields["owner"], _summary_fields(raw_id.decode(), fields, usage)))
+        return total, rows
+
+    async def page(self, owner: str, *, limit: int, offset: int) -> SessionPage:
+        """The owner's sessions, most recent activity first."""
+        total, rows = await self._page(keys.owner_sessions(owner), limit, offset)
+        return SessionPage(
+            sessions=[SessionSummary(**summary) for _, summary in rows],
+            total=total,
+            limit=limit,
+            offset=offset,
+            next_offset=_next_offset(total, limit, offset),
+        )
+
+    async def page_all(self, *, limit: int, offset: int) -> AdminSessionPage:
+        """Every session, most recent activity first, with owners."""
+        total, rows = await self._page(keys.ALL_SESSIONS, limit, offset)
+        return AdminSessionPage(
+            sessions=[AdminSessionSummary(**summary, owner=owner) for owner, summary in rows],
+            total=total,
+            limit=limit,
+            offset=offset,
+            next_offset=_next_offset(total, limit, offset),
+        )
+
+
+def _next_offset(total: int, limit: int, offset: int) -> int | None:
+    return offset + limit if offset + limit < total else None
+
+
+def _summary_fields(
+    session_id: str, fields: dict[str, str], usage: dict[bytes, bytes]
+) -> dict[str, Any]:
+    return {
+        "session_id": session_id,
+        "title": fields.get("title", ""),
+        "model": fields.get("model"),
+        "message_count": int(fields.get("message_count", 0)),
+        "created_at": _ms_to_datetime(fields.get("created")),
+        "updated_at": _ms_to_datetime(fields.get("updated")),
+        "usage": parse_usage(usage),
+    }

@@ -1,0 +1,109 @@
+"""The caller: who sends a request, which key goes upstream for it, and its limits.
+
+Two modes. Bring-your-own-key (no OPENROUTER_API_KEY): the bearer token is the caller's own
+OpenRouter key, forwarded upstream. Server-key (OPENROUTER_API_KEY set): the bearer token is an
+app token from APP_TOKENS, and the server's key goes upstream. Either way the owner of the
+caller's sessions is the HMAC of the bearer token, and the token itself is kept nowhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import TYPE_CHECKING
+
+from app.errors import Unauthorized
+from app.store.limits import Limits, QuotaSlot
+from app.tokens import find_token
+
+if TYPE_CHECKING:
+    from app.settings import Settings
+
+# OpenRouter keys are `sk-or-v1-` and 64 hex digits; leave room for other formats, not for abuse.
+MAX_KEY_LENGTH = 256
+
+
+class ApiKey:
+    """An OpenRouter key. Its repr hides it, so no log line or traceback can carry it."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "ApiKey('***')"
+
+    __str__ = __repr__
+
+
+class Caller:
+    """One request's caller. `quota` is filled when a turn is admitted (for the headers)."""
+
+    __slots__ = ("key", "limits", "name", "owner", "quota")
+
+    def __init__(self, *, key: ApiKey, owner: str, limits: Limits, name: str | None = None) -> None:
+        self.key = key  # what goes upstream: the caller's own key, or the server's
+        self.owner = owner  # the owner id of the caller's sessions
+        self.limits = limits
+        self.name = name  # the app token's name, for logs (server-key mode)
+        self.quota = QuotaSlot()
+
+    @property
+    def uses_server_key(self) -> bool:
+        return self.name is not None
+
+    def __repr__(self) -> str:
+        return f"Caller(owner={self.owner!r}, name={self.name!r})"
+
+
+def owner_id(key: str, secret: bytes) -> str:
+    """HMAC-SHA256 of the key under the server secret: stable, and not reversible to the key."""
+    return hmac.new(secret, key.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def bearer_token(header: str | None, what: str) -> str:
+    """The token of `Authorization: Bearer <token>`; anything else is a 401."""
+    if not header:
+        raise Unauthorized(f"missing Authorization header: send your {what} as `Bearer <key>`")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("malformed Authorization header: expected `Bearer <key>`")
+    if (
+        len(token) > MAX_KEY_LENGTH
+        or not token.isascii()
+        or not token.isprintable()
+        or " " in token
+    ):
+        raise Unauthorized("malformed Authorization header: the key is not a valid token")
+    return token
+
+
+class Authenticator:
+    """Turns an `Authorization` header into a `Caller`, in the server's mode."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._secret = settings.session_secret.encode()
+        self._server_key = ApiKey(settings.openrouter_api_key) if settings.server_key_mode else None
+        self._tokens = settings.app_tokens
+        self._limits = Limits(settings.rate_limit_per_minute, settings.token_limit_per_day)
+
+    def caller(self, header: str | None) -> Caller:
+        if self._server_key is None:
+            key = bearer_token(header, "OpenRouter key")
+            return Caller(key=ApiKey(key), owner=owner_id(key, self._secret), limits=self._limits)
+        token = bearer_token(header, "app token")
+        app = find_token(self._tokens, token)
+        if app is None:
+            raise Unauthorized("unknown app token")
+        limits = Limits(
+            self._limits.turns_per_minute if app.turns_per_minute is None else app.turns_per_minute,
+            self._limits.tokens_per_day if app.tokens_per_day is None else app.tokens_per_day,
+        )
+        return Caller(
+            key=self._server_key,
+            owner=owner_id(token, self._secret),
+            limits=limits,
+            name=app.name,
+        )

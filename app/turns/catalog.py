@@ -1,0 +1,151 @@
+"""The model list: one copy in Redis shared by every replica, refreshed by one of them at a time."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import TYPE_CHECKING, Any, Literal
+
+import msgspec
+from redis.exceptions import RedisError
+
+from app.errors import AppError
+from app.store import keys
+from app.store.client import awaited
+from app.store.sessions import now_ms
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from app.upstream.client import OpenRouterClient
+
+logger = logging.getLogger("app.catalog")
+
+REFRESH_LOCK_MS = 15_000
+
+
+class ModelList(msgspec.Struct, frozen=True):
+    """The list as OpenRouter sent it, with the age of this copy."""
+
+    body: bytes
+    etag: str
+    fetched_at_ms: int
+    source: Literal["hit", "miss", "stale"]
+
+    def max_age(self, fresh_for_seconds: int) -> int:
+        return max(0, fresh_for_seconds - (now_ms() - self.fetched_at_ms) // 1000)
+
+
+class _ModelList(msgspec.Struct, frozen=True):
+    data: list[dict[str, Any]]
+
+
+_models_decoder = msgspec.json.Decoder(_ModelList)
+_encoder = msgspec.json.Encoder()
+
+
+def openai_model_list(body: bytes) -> bytes:
+    """OpenRouter's list in OpenAI's shape: every field of each model kept, and OpenAI's
+    `object`, `created` and `owned_by` (the id's vendor part) where it lacks them."""
+    models = _models_decoder.decode(body).data
+    return _encoder.encode(
+        {
+            "object": "list",
+            "data": [
+                {
+                    "created": 0,
+                    "owned_by": str(model.get("id", "")).partition("/")[0],
+                    **model,
+                    "object": "model",
+                }
+                for model in models
+            ],
+        }
+    )
+
+
+class ModelCatalog:
+    """`GET /models` behind a shared cache; a stale copy is better than an error."""
+
+    def __init__(self, redis: Redis, upstream: OpenRouterClient, *, fresh_seconds: int) -> None:
+        self._redis = redis
+        self._upstream = upstream
+        self._fresh_ms = fresh_seconds * 1000
+        # The last body this process read, so a fresh hit moves a few bytes, not ~0.5 MB.
+        self._local: ModelList | None = None
+        # The same copy in OpenAI's shape (its etag, the body): converted once per copy.
+        self._openai: tuple[str, bytes] | None = None
+
+    async def get_openai(self) -> tuple[ModelList, bytes]:
+        """The list and its body in OpenAI's shape (`GET /v1/models`)."""
+        models = await self.get()
+        converted = self._openai
+        if converted is None or converted[0] != models.etag:
+            converted = self._openai = (models.etag, openai_model_list(models.body))
+        return models, converted[1]
+
+    async def get(self) -> ModelList:
+        etag, fetched_at = await awaited(self._redis.hmget(keys.MODELS, ["etag", "fetched_at"]))
+        cached = await self._cached(etag, fetched_at)
+        if cached is not None and cached.source == "hit":
+            return cached
+        # One replica refreshes; the others serve the copy they have meanwhile.
+        got_lock = await self._redis.set(
+            keys.MODELS_REFRESH_LOCK, b"1", nx=True, px=REFRESH_LOCK_MS
+        )
+        if not got_lock and cached is not None:
+            return cached
+        try:
+            body = await self._upstream.fetch_models()
+        except AppError as exc:
+            if cached is None:
+                raise
+            logger.warning(
+                "model list refresh failed; serving the stale copy",
+                extra={"fields": {"error": exc.message}},
+            )
+            return cached
+        finally:
+            if got_lock:
+                await self._release_lock()
+        fresh = ModelList(
+            body=body,
+            etag=hashlib.sha256(body).hexdigest()[:32],
+            fetched_at_ms=now_ms(),
+            source="miss",
+        )
+        try:
+            await awaited(
+                self._redis.hset(
+                    keys.MODELS,
+                    mapping={"body": body, "etag": fresh.etag, "fetched_at": fresh.fetched_at_ms},
+                )
+            )
+        except RedisError:
+            # The list is in hand: serve it; the next request stores it again.
+            logger.warning("could not store the model list in redis")
+        self._local = fresh
+        return fresh
+
+    async def _release_lock(self) -> None:
+        try:
+            await self._redis.delete(keys.MODELS_REFRESH_LOCK)
+        except RedisError:
+            logger.warning("could not release the model list refresh lock; it expires by itself")
+
+    async def _cached(self, etag: bytes | None, fetched_at: bytes | None) -> ModelList | None:
+        if etag is None or fetched_at is None:
+            return None
+        fetched_at_ms = int(fetched_at)
+        source: Literal["hit", "stale"] = (
+            "stale" if now_ms() - fetched_at_ms >= self._fresh_ms else "hit"
+        )
+        local = self._local
+        if local is None or local.etag != etag.decode():
+            body: bytes | None = await awaited(self._redis.hget(keys.MODELS, "body"))
+            if body is None:
+                return None
+            local = self._local = ModelList(
+                body=body, etag=etag.decode(), fetched_at_ms=fetched_at_ms, source=source
+            )
+        return msgspec.structs.replace(local, fetched_at_ms=fetched_at_ms, source=source)

@@ -1,0 +1,370 @@
+"""The turn: load history -> call upstream -> commit the turn -> report usage."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from app.errors import InvalidRequest, UpstreamError
+from app.ids import random_id
+from app.ops import prometheus
+from app.schemas import ChatRequest, ChatResponse, StoredMessage
+from app.store.sessions import History, HistoryMessage, Turn
+from app.store.usage import UsageEvent, UsageInbox, usage_event_encoder
+from app.turns.openai_request import NEW_SESSION, completion_payload, incoming_turn, text_of
+
+if TYPE_CHECKING:
+    from collections.abc import Coroutine
+
+    from app.schemas import CompletionRequest
+    from app.settings import Settings
+    from app.store.limits import RateLimiter
+    from app.store.sessions import SessionStore
+    from app.turns.callers import Caller
+    from app.upstream.client import Completion, OpenRouterClient, UpstreamStream
+
+logger = logging.getLogger("app.chat")
+
+# Request fields that are ours, or that we set ourselves; every other field goes upstream as is.
+OWN_FIELDS = frozenset(ChatRequest.__struct_fields__) | {"messages", "prompt", "stream_options"}
+TITLE_CHARS = 80
+
+_payload_encoder = msgspec.json.Encoder()
+EMPTY_HISTORY = History(system_prompt=None, messages=[])
+
+
+def new_session_id() -> str:
+    """128 random bits, URL-safe: unguessable, and within the session id pattern."""
+    return secrets.token_urlsafe(16)
+
+
+def title_of(message: str) -> str:
+    words = " ".join(message.split())
+    return words if len(words) <= TITLE_CHARS else words[: TITLE_CHARS - 1].rstrip() + "…"
+
+
+def _for_caller(caller: Caller, error: UpstreamError) -> UpstreamError:
+    """OpenRouter refusing the server's own key is not the app token's fault: a 502."""
+    if not caller.uses_server_key or error.status != 401:
+        return error
+    logger.error("OpenRouter refused the server's key: check OPENROUTER_API_KEY")
+    return UpstreamError(
+        502,
+        "upstream_unauthorized",
+        "OpenRouter refused the server's key; the operator has to fix it",
+        upstream_status=401,
+    )
+
+
+def first_user_text(messages: list[StoredMessage]) -> str:
+    return next((text_of(m.content) for m in messages if m.role == "user"), "")
+
+
+class PreparedTurn(msgspec.Struct, kw_only=True, frozen=True):
+    """A validated turn, ready to be sent: everything but the answer."""
+
+    # None: a pass-through turn, whose messages are not stored (its usage still counts).
+    session_id: str | None
+    turn_id: str  # one per turn: a commit retried or repeated for it applies once
+    model: str
+    system_prompt: str | None  # what the turn sets; None keeps the session's
+    messages: list[StoredMessage]  # the new messages stored before the answer
+    payload: bytes
+
+
+def chat_answer(turn: PreparedTurn, completion: Completion, saved: StoredMessage) -> ChatResponse:
+    """`/chat`'s answer to a committed turn (its turns always have a session)."""
+    return ChatResponse(
+        response=completion.content,
+        model_used=completion.model,
+        session_id=turn.session_id or "",
+        tokens_used=completion.usage.total_tokens,
+        timestamp=saved.timestamp,
+        usage=completion.usage,
+        finish_reason=completion.finish_reason,
+        generation_id=completion.generation_id,
+    )
+
+
+class ChatService:
+    """Runs turns; knows nothing of HTTP.
+
+    Every turn, whatever route it comes from, is admitted by the caller's rate limits here,
+    as its session is read; the quota it leaves is on `caller.quota` for the response headers.
+    """
+
+    def __init__(
+        self,
+        store: SessionStore,
+        upstream: OpenRouterClient,
+        usage: UsageInbox,
+        limiter: RateLimiter,
+        settings: Settings,
+    ) -> None:
+        self._store = store
+        self._upstream = upstream
+        self._usage = usage
+        self._limiter = limiter
+        self._settings = settings
+        # Writes that outlive their request (a stream cut by the server's shutdown), awaited
+        # by `drain` before the clients close.
+        self._late_writes: set[asyncio.Future[None]] = set()
+
+    def write_later(self, write: Coroutine[Any, Any, None]) -> None:
+        """Run a write its request cannot wait for; `drain` waits for it at shutdown."""
+        task = asyncio.ensure_future(write)
+        self._late_writes.add(task)
+        task.add_done_callback(self._late_writes.discard)
+
+    async def drain(self, seconds: float) -> None:
+        """Wait, at most `seconds`, for the writes still running."""
+        if self._late_writes:
+            await asyncio.wait(self._late_writes, timeout=seconds)
+
+    def _check_limits(self, request: ChatRequest) -> None:
+        limit = self._settings.max_message_chars
+        if len(request.message) > limit:
+            raise InvalidRequest(
+                f"message: {len(request.message)} characters; at most {limit} are allowed",
+                field="message",
+            )
+        self._check_max_tokens(request.max_tokens, "max_tokens")
+
+    def _check_max_tokens(self, value: int | None, field: str) -> None:
+        if value is not None and value > self._settings.max_tokens_limit:
+            raise InvalidRequest(
+                f"{field}: at most {self._settings.max_tokens_limit} is allowed", field=field
+            )
+
+    async def _session(self, caller: Caller, session_id: str | None) -> tuple[str, History]:
+        """The turn's session and its history (None starts a new one), the caller's admission
+        riding in the same round trip: 429 when the caller's limit is used up."""
+        if session_id is None:
+            # A fresh random id has no history: Redis is asked only for the admission.
+            await self._admit(caller)
+            return new_session_id(), EMPTY_HISTORY
+        admission = self._limiter.admission(caller.owner, caller.limits, caller.quota)
+        return session_id, await self._store.load_history(session_id, caller.owner, admission)
+
+    async def _admit(self, caller: Caller) -> None:
+        """The admission of a turn that reads no session."""
+        admission = self._limiter.admission(caller.owner, caller.limits, caller.quota)
+        if admission is not None:
+            await admission.run()
+
+    async def prepare(
+        self, caller: Caller, request: ChatRequest, extras: dict[str, Any], *, stream: bool
+    ) -> PreparedTurn:
+        """Validate, admit (429 when the caller's limit is used up), read the history and
+        build the upstream request: one Redis round trip for the admission and the history."""
+        self._check_limits(request)
+        session_id, history = await self._session(caller, request.session_id)
+        model = request.model or self._settings.openrouter_default_model
+        system_prompt = request.system_prompt or history.system_prompt
+        user = StoredMessage(role="user", content=request.message, timestamp=datetime.now(UTC))
+        payload = self._payload(request, extras, history, system_prompt, model, session_id, stream)
+        return PreparedTurn(
+            session_id=session_id,
+            turn_id=random_id(),
+            model=model,
+            system_prompt=request.system_prompt,
+            messages=[user],
+            payload=payload,
+        )
+
+    async def prepare_completion(
+        self,
+        caller: Caller,
+        request: CompletionRequest,
+        raw: dict[str, Any],
+        session: str | None,
+    ) -> PreparedTurn:
+        """An OpenAI request as a turn.
+
+        Without `session`, a pass-through: the messages sent are the messages used, and
+        nothing is stored but the usage (and the caller's tokens, under a token limit). With
+        one (`NEW_SESSION` starts one), the system prompt and stored history go first and the
+        request's new messages are stored with the answer.
+        """
+        self._check_max_tokens(request.max_tokens, "max_tokens")
+        self._check_max_tokens(request.max_completion_tokens, "max_completion_tokens")
+        session_id: str | None = None
+        system_prompt: str | None = None
+        stored: list[StoredMessage] = []
+        messages: list[Any] = request.messages
+        if session is not None:
+            incoming = incoming_turn(request.messages)
+            session_id, history = await self._session(
+                caller, None if session == NEW_SESSION else session
+            )
+            system_prompt, stored = incoming.system_prompt, incoming.stored
+            messages = [
+                *history.upstream(system_prompt or history.system_prompt),
+                *incoming.upstream,
+            ]
+        else:
+            await self._admit(caller)
+        model = request.model or self._settings.openrouter_default_model
+        return PreparedTurn(
+            session_id=session_id,
+            turn_id=random_id(),
+            model=model,
+            system_prompt=system_prompt,
+            messages=stored,
+            payload=completion_payload(
+                raw,
+                messages=messages,
+                model=model,
+                max_tokens_default=self._settings.max_tokens_default,
+                session_id=session_id,
+            ),
+        )
+
+    def _payload(
+        self,
+        request: ChatRequest,
+        extras: dict[str, Any],
+        history: History,
+        system_prompt: str | None,
+        model: str,
+        session_id: str,
+        stream: bool,
+    ) -> bytes:
+        messages = history.upstream(system_prompt)
+        messages.append(HistoryMessage("user", request.message))
+        body: dict[str, Any] = {
+            key: value for key, value in extras.items() if key not in OWN_FIELDS
+        }
+        body.update(
+            model=model,
+            messages=messages,
+            max_tokens=request.max_tokens or self._settings.max_tokens_default,
+            # OpenRouter groups the session's calls and keeps them on one provider (caching).
+            session_id=session_id,
+            # Asks for `usage.cost` from deployments that still need the opt-in.
+            usage={"include": True},
+        )
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        if stream:
+            body["stream"] = True
+        return _payload_encoder.encode(body)
+
+    async def complete(
+        self, caller: Caller, request: ChatRequest, extras: dict[str, Any]
+    ) -> ChatResponse:
+        """One non-streaming turn: at most two Redis round trips on the way."""
+        turn = await self.prepare(caller, request, extras, stream=False)
+        completion, saved = await self.run(caller, turn)
+        return chat_answer(turn, completion, saved)
+
+    async def run(self, caller: Caller, turn: PreparedTurn) -> tuple[Completion, StoredMessage]:
+        """A prepared turn, non-streaming: the upstream call, then the commit."""
+        try:
+            completion = await self._upstream.complete(
+                caller.key.value, turn.payload, requested_model=turn.model
+            )
+        except UpstreamError as exc:
+            await self.record_failure(turn.model, exc.upstream_status or exc.status)
+            raise _for_caller(caller, exc) from None
+        prometheus.UPSTREAM_COMPLETE.observe(completion.latency_ms / 1000)
+        return completion, await self.commit(caller, turn, completion)
+
+    async def open_stream(
+        self, caller: Caller, request: ChatRequest, extras: dict[str, Any]
+    ) -> tuple[PreparedTurn, UpstreamStream]:
+        """A streaming turn up to upstream's first byte; errors until then are plain errors."""
+        turn = await self.prepare(caller, request, extras, stream=True)
+        return turn, await self.stream(caller, turn)
+
+    async def stream(self, caller: Caller, turn: PreparedTurn) -> UpstreamStream:
+        """A prepared turn, streaming, up to upstream's first byte."""
+        try:
+            upstream = await self._upstream.open_stream(caller.key.value, turn.payload)
+        except UpstreamError as exc:
+            await self.record_failure(turn.model, exc.upstream_status or exc.status)
+            raise _for_caller(caller, exc) from None
+        prometheus.UPSTREAM_STREAM_OPEN.observe(time.perf_counter() - upstream.started)
+        return upstream
+
+    async def record_failure(self, model: str, status: int) -> None:
+        prometheus.upstream_failed(status)
+        await self._usage.failed(model, status)
+
+    async def commit(
+        self,
+        caller: Caller,
+        turn: PreparedTurn,
+        completion: Completion,
+        *,
+        interrupted: bool = False,
+        error: str | None = None,
+        status: int = 200,
+    ) -> StoredMessage:
+        """Save the turn's messages and the answer, and hand the usage to the worker, in one
+        atomic write; a pass-through turn only hands over the usage. Returns the answer as
+        saved.
+
+        `interrupted` and `error` mark a partial answer of a stream; `status` is the failure
+        the worker's metrics count it as.
+        """
+        assistant = StoredMessage(
+            role="assistant",
+            # An answer that only calls tools has no text: null, as OpenAI's API has it.
+            content=completion.content or (None if completion.tool_calls else ""),
+            timestamp=datetime.now(UTC),
+            tool_calls=completion.tool_calls,
+            model=completion.model,
+            tokens=completion.usage.total_tokens,
+            finish_reason=completion.finish_reason,
+            generation_id=completion.generation_id,
+            interrupted=interrupted,
+            error=error,
+        )
+        event = UsageEvent.at_time(
+            assistant.timestamp,
+            status=status,
+            model=completion.model,
+            session_id=turn.session_id,
+            prompt_tokens=completion.usage.prompt_tokens,
+            completion_tokens=completion.usage.completion_tokens,
+            total_tokens=completion.usage.total_tokens,
+            cost=completion.usage.cost or 0.0,
+            latency_ms=completion.latency_ms,
+        )
+        counts_tokens = bool(caller.limits.tokens_per_day)
+        if turn.session_id is None:
+            tokens_today = await self._usage.passed_through(
+                event, caller.owner if counts_tokens else None
+            )
+        else:
+            committed = await self._store.commit_turn(
+                Turn(
+                    session_id=turn.session_id,
+                    owner=caller.owner,
+                    turn_id=turn.turn_id,
+                    messages=turn.messages,
+                    assistant=assistant,
+                    title=title_of(first_user_text(turn.messages)),
+                    system_prompt=turn.system_prompt,
+                    usage_record=usage_event_encoder.encode(event),
+                    count_tokens=counts_tokens,
+                )
+            )
+            tokens_today = committed.tokens_today
+        if status != 200:
+            prometheus.upstream_failed(status)
+        usage = completion.usage
+        prometheus.turn_saved(
+            completion.model, usage.prompt_tokens, usage.completion_tokens, usage.cost or 0.0
+        )
+        quota = caller.quota.quota
+        if quota is not None and tokens_today is not None:
+            quota.tokens_used = tokens_today
+        return assistant

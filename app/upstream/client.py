@@ -1,0 +1,507 @@
+"""OpenRouter's wire format and the client that speaks it: completions, streams, the model list."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import math
+import random
+import time
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import msgspec
+
+from app.errors import UpstreamError
+from app.ops import deadlines
+from app.schemas import ToolCall, Usage
+from app.upstream.sse import sse_batches
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Iterator
+
+# Statuses worth another attempt: nothing was generated, so nothing is billed twice.
+RETRY_STATUSES = frozenset({408, 502, 503})
+# A longer Retry-After is the client's to honour: we answer at once and pass it on.
+MAX_RETRY_AFTER_SECONDS = 5.0
+BACKOFF_BASE_SECONDS = 0.25
+BACKOFF_CAP_SECONDS = 2.0
+
+_PASSED_THROUGH = {400: "upstream_bad_request", 401: "upstream_unauthorized",
+                   402: "payment_required", 403: "upstream_forbidden",
+                   404: "upstream_not_found", 413: "upstream_payload_too_large",
+                   422: "upstream_unprocessable", 429: "rate_limited"}  # fmt: skip
+
+
+class ErrorObject(msgspec.Struct, frozen=True):
+    """OpenRouter's `error` object; `code` may be a number or a string."""
+
+    message: str = ""
+    code: int | str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class _ErrorEnvelope(msgspec.Struct, frozen=True):
+    error: ErrorObject | None = None
+
+
+class WireUsage(msgspec.Struct, frozen=True):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    cost: float | None = None
+
+    def public(self) -> Usage:
+        return Usage(
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            total_tokens=self.total_tokens or self.prompt_tokens + self.completion_tokens,
+            cost=self.cost,
+        )
+
+
+class _Message(msgspec.Struct, frozen=True):
+    content: str | None = None
+    tool_calls: list[ToolCall] | None = None
+
+
+class _Choice(msgspec.Struct, frozen=True):
+    message: _Message | None = None
+    finish_reason: str | None = None
+    error: ErrorObject | None = None
+
+
+class _Completion(msgspec.Struct, frozen=True):
+    id: str | None = None
+    model: str | None = None
+    choices: list[_Choice] | None = None
+    usage: WireUsage | None = None
+    error: ErrorObject | None = None
+
+
+class _FunctionDelta(msgspec.Struct, frozen=True):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCallDelta(msgspec.Struct, frozen=True):
+    """A fragment of a streamed tool call: the first carries id and name, later ones arguments."""
+
+    index: int = 0
+    id: str | None = None
+    type: str | None = None
+    function: _FunctionDelta | None = None
+
+
+class _Delta(msgspec.Struct, frozen=True):
+    content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
+
+
+class _StreamChoice(msgspec.Struct, frozen=True):
+    delta: _Delta | None = None
+    finish_reason: str | None = None
+    error: ErrorObject | None = None
+
+
+class StreamChunk(msgspec.Struct, frozen=True):
+    """One event of OpenRouter's stream: only what we use of it."""
+
+    id: str | None = None
+    model: str | None = None
+    choices: list[_StreamChoice] | None = None
+    usage: WireUsage | None = None
+    error: ErrorObject | None = None
+
+    @property
+    def text(self) -> str:
+        if self.choices and self.choices[0].delta is not None:
+            return self.choices[0].delta.content or ""
+        return ""
+
+    @property
+    def tool_calls(self) -> list[ToolCallDelta] | None:
+        if self.choices and self.choices[0].delta is not None:
+            return self.choices[0].delta.tool_calls
+        return None
+
+    @property
+    def finish_reason(self) -> str | None:
+        return self.choices[0].finish_reason if self.choices else None
+
+    @property
+    def choice_error(self) -> ErrorObject | None:
+        return self.choices[0].error if self.choices else None
+
+
+class _ModelList(msgspec.Struct, frozen=True):
+    data: list[msgspec.Raw]
+
+
+_completion_decoder = msgspec.json.Decoder(_Completion)
+_error_decoder = msgspec.json.Decoder(_ErrorEnvelope)
+_models_decoder = msgspec.json.Decoder(_ModelList)
+_chunk_decoder = msgspec.json.Decoder(StreamChunk)
+
+DONE = b"[DONE]"
+
+
+class Completion(msgspec.Struct, kw_only=True, frozen=True):
+    """One finished answer from upstream."""
+
+    content: str
+    model: str
+    finish_reason: str | None
+    generation_id: str | None
+    usage: Usage
+    latency_ms: float
+    tool_calls: list[ToolCall] | None = None
+    # The upstream's body as it sent it (non-streaming): relayed verbatim by `/v1`.
+    body: bytes = b""
+
+
+def status_for(upstream_status: int) -> tuple[int, str]:
+    """The status we answer for an upstream status, and its error type."""
+    if upstream_status in _PASSED_THROUGH:
+        return upstream_status, _PASSED_THROUGH[upstream_status]
+    if upstream_status in (408, 524):
+        return 504, "upstream_timeout"
+    if upstream_status == 503:
+        return 503, "upstream_unavailable"
+    return 502, "upstream_error"
+
+
+def error_from_object(
+    error: ErrorObject, *, fallback_status: int, key: str, headers: dict[str, str] | None = None
+) -> UpstreamError:
+    """An `UpstreamError` from OpenRouter's error object, with the key scrubbed out."""
+    code = error.code
+    # isdigit() alone admits "²", which int() refuses.
+    text = str(code) if isinstance(code, int | str) else ""
+    upstream_status = int(text) if text.isascii() and text.isdigit() else None
+    upstream_status = upstream_status or fallback_status
+    status, error_type = status_for(upstream_status)
+    message = error.message or f"OpenRouter answered {upstream_status}"
+    raw = (error.metadata or {}).get("raw")
+    if isinstance(raw, str) and raw and raw not in message:
+        # Scrubbed before it is cut: a cut through the key would leave its start unmatched.
+        message = f"{message}: {scrub(raw, key)[:500]}"
+    passed_headers = {}
+    if headers and status in (429, 503) and "retry-after" in headers:
+        passed_headers["Retry-After"] = headers["retry-after"]
+    return UpstreamError(
+        status,
+        error_type,
+        scrub(message, key),
+        upstream_status=upstream_status,
+        headers=passed_headers,
+    )
+
+
+def error_from_response(
+    status: int, body: bytes, headers: httpx.Headers, key: str
+) -> UpstreamError:
+    try:
+        error = _error_decoder.decode(body).error
+    except msgspec.DecodeError:
+        error = None
+    if error is None:
+        error = ErrorObject(message=f"OpenRouter answered {status} with a body that is not JSON")
+    return error_from_object(
+        error, fallback_status=status, key=key, headers={k.lower(): v for k, v in headers.items()}
+    )
+
+
+def scrub(text: str, key: str) -> str:
+    """Upstream messages are shown to clients and logged: never with the key in them."""
+    return text.replace(key, "[redacted]") if key else text
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """`Retry-After` as seconds, from either of its two forms."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return max(seconds, 0.0) if math.isfinite(seconds) else None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def parse_completion(body: bytes, *, requested_model: str, key: str) -> tuple[_Completion, str]:
+    """Decode a 200 body; a body that carries an error is that error."""
+    try:
+        completion = _completion_decoder.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        raise UpstreamError(
+            502, "upstream_error", "OpenRouter answered 200 with a body that is not a completion"
+        ) from None
+    if completion.error is not None:
+        raise error_from_object(completion.error, fallback_status=502, key=key)
+    if not completion.choices:
+        raise UpstreamError(502, "upstream_error", "OpenRouter answered with no choices")
+    choice = completion.choices[0]
+    if choice.error is not None or choice.finish_reason == "error":
+        error = choice.error or ErrorObject(message="the provider failed while generating")
+        raise error_from_object(error, fallback_status=502, key=key)
+    return completion, completion.model or requested_model
+
+
+async def _read_and_close(response: httpx.Response) -> None:
+    """Read the whole body, then close it, whatever happens.
+
+    When the timeout cancels the read of a body that never ends, the connection is hung up
+    on instead of being held open, and read from, forever.
+    """
+    try:
+        await response.aread()
+    finally:
+        await response.aclose()
+
+
+class OpenRouterClient:
+    """Calls OpenRouter with the caller's key; retries only what cannot have been billed.
+
+    Requests go straight to an httpx transport: an `AsyncClient` would add URL merging,
+    cookie extraction, auth and redirect handling we do not use, at about a third of the
+    cost of a request.
+    """
+
+    def __init__(
+        self,
+        transport: httpx.AsyncBaseTransport,
+        *,
+        base_url: str,
+        retries: int,
+        timeout: httpx.Timeout,
+        app_url: str,
+        app_title: str,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self._transport = transport
+        base = base_url.rstrip("/")
+        self._chat_url = httpx.URL(f"{base}/chat/completions")
+        self._models_url = httpx.URL(f"{base}/models")
+        # A stream's reads are bounded by the read timeout, its longest silence; a whole
+        # answer only by the deadline of the call (`_timeout`), so aiohttp need not restart a
+        # timer at every read of it.
+        self._stream_extensions = {"timeout": timeout.as_dict()}
+        self._answer_extensions = {"timeout": {**timeout.as_dict(), "read": None}}
+        self._retries = retries
+        self._timeout = timeout.read or 120.0
+        self._jitter = jitter
+        attribution = (
+            (b"HTTP-Referer", app_url),
+            (b"X-Title", app_title),
+            (b"X-OpenRouter-Title", app_title),
+        )
+        self._fixed_headers = [
+            (b"Host", self._chat_url.netloc),
+            # Bodies are relayed as they come, never decompressed: aiohttp would otherwise
+            # offer gzip, and a compressing CDN in front of OpenRouter would take it.
+            (b"Accept-Encoding", b"identity"),
+            *((name, value.encode()) for name, value in attribution if value),
+        ]
+
+    async def _request(
+        self,
+        method: str,
+        url: httpx.URL,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes = b"",
+        *,
+        stream: bool = False,
+    ) -> httpx.Response:
+        """One request on the transport; the response body is not read yet.
+
+        Built from a stream, the request has exactly the headers given: httpx adds none (Host
+        and Content-Length are ours), which costs a third of working them out every call.
+        """
+        if body or method == "POST":
+            headers = [*headers, (b"Content-Length", str(len(body)).encode())]
+        extensions = self._stream_extensions if stream else self._answer_extensions
+        request = httpx.Request(
+            method, url, headers=headers, stream=httpx.ByteStream(body), extensions=extensions
+        )
+        response = await self._transport.handle_async_request(request)
+        response.request = request
+        return response
+
+    def _headers(self, key: str, accept: bytes) -> list[tuple[bytes, bytes]]:
+        return [
+            *self._fixed_headers,
+            (b"Authorization", b"Bearer " + key.encode()),
+            (b"Content-Type", b"application/json"),
+            (b"Accept", accept),
+        ]
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float | None:
+        """Seconds to wait before the next attempt, or None when not worth waiting for."""
+        if retry_after is not None:
+            if retry_after > MAX_RETRY_AFTER_SECONDS:
+                return None
+            return retry_after + self._jitter() * BACKOFF_BASE_SECONDS
+        return min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * (1 << attempt)) * self._jitter()
+
+    async def _send(self, key: str, payload: bytes, *, stream: bool) -> httpx.Response:
+        """Post the request, retrying connection failures and 408/502/503.
+
+        With `stream=True` a 200 response is returned open: its body has not been read.
+        """
+        headers = self._headers(key, b"text/event-stream" if stream else b"application/json")
+        attempt = 0
+        while True:
+            try:
+                response = await self._request(
+                    "POST", self._chat_url, headers, payload, stream=stream
+                )
+            except (httpx.ConnectError, httpx.ConnectTimeout):
+                if attempt >= self._retries:
+                    raise
+                delay = self._backoff(attempt, None)
+            else:
+                if response.status_code == 200 and stream:
+                    return response
+                await _read_and_close(response)
+                if response.status_code not in RETRY_STATUSES or attempt >= self._retries:
+                    return response
+                delay = self._backoff(
+                    attempt, retry_after_seconds(response.headers.get("retry-after"))
+                )
+                if delay is None:
+                    return response
+            attempt += 1
+            await asyncio.sleep(delay or 0.0)
+
+    @contextlib.contextmanager
+    def _transport_errors(self) -> Iterator[None]:
+        """Failures of the connection, as the errors our clients see."""
+        try:
+            yield
+        except (httpx.ConnectError, httpx.ConnectTimeout):
+            raise UpstreamError(
+                502, "upstream_unreachable", "could not connect to OpenRouter"
+            ) from None
+        except httpx.PoolTimeout:
+            raise UpstreamError(
+                503, "upstream_busy", "too many calls to OpenRouter in flight; retry shortly"
+            ) from None
+        except (TimeoutError, httpx.TimeoutException):
+            raise UpstreamError(
+                504, "upstream_timeout", f"OpenRouter did not answer within {self._timeout:g} s"
+            ) from None
+        except httpx.TransportError as exc:
+            raise UpstreamError(
+                502, "upstream_error", f"the connection to OpenRouter failed: {type(exc).__name__}"
+            ) from None
+
+    async def _answer(self, key: str, payload: bytes, *, stream: bool) -> httpx.Response:
+        """A 200 answer to a chat request (open, when streaming); anything else raises."""
+        with self._transport_errors(), deadlines.within(self._timeout):
+            response = await self._send(key, payload, stream=stream)
+        if response.status_code != 200:
+            raise error_from_response(response.status_code, response.content, response.headers, key)
+        return response
+
+    async def complete(self, key: str, payload: bytes, *, requested_model: str) -> Completion:
+        """One non-streaming completion."""
+        started = time.perf_counter()
+        response = await self._answer(key, payload, stream=False)
+        latency_ms = (time.perf_counter() - started) * 1000
+        completion, model = parse_completion(
+            response.content, requested_model=requested_model, key=key
+        )
+        choice = completion.choices[0] if completion.choices else _Choice()
+        return Completion(
+            content=(choice.message.content if choice.message else None) or "",
+            model=model,
+            finish_reason=choice.finish_reason,
+            generation_id=completion.id or response.headers.get("x-generation-id"),
+            usage=(completion.usage or WireUsage()).public(),
+            latency_ms=round(latency_ms, 1),
+            tool_calls=choice.message.tool_calls if choice.message else None,
+            body=response.content,
+        )
+
+    async def open_stream(self, key: str, payload: bytes) -> UpstreamStream:
+        """Start a streaming completion; errors before the first byte raise `UpstreamError`."""
+        started = time.perf_counter()
+        response = await self._answer(key, payload, stream=True)
+        return UpstreamStream(response, key=key, started=started)
+
+    async def fetch_models(self) -> bytes:
+        """OpenRouter's model list, as the bytes it sent (checked to hold a `data` list)."""
+        with self._transport_errors(), deadlines.within(self._timeout):
+            headers = [
+                (b"Host", self._models_url.netloc),
+                (b"Accept-Encoding", b"identity"),
+                (b"Accept", b"application/json"),
+            ]
+            response = await self._request("GET", self._models_url, headers)
+            await _read_and_close(response)
+        if response.status_code != 200:
+            raise error_from_response(response.status_code, response.content, response.headers, "")
+        try:
+            _models_decoder.decode(response.content)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            raise UpstreamError(
+                502, "upstream_error", "OpenRouter's model list is not the expected JSON"
+            ) from None
+        return response.content
+
+
+class UpstreamStream:
+    """An open OpenRouter stream."""
+
+    def __init__(self, response: httpx.Response, *, key: str, started: float) -> None:
+        self._response = response
+        self._key = key
+        self.started = started
+        self.generation_id = response.headers.get("x-generation-id")
+        self.saw_done = False
+
+    async def batches(self) -> AsyncIterator[list[tuple[bytes, StreamChunk]]]:
+        """Events as sent and decoded, grouped by the network read that brought them, up to
+        `[DONE]`.
+
+        Transport failures and timeouts surface as `UpstreamError`.
+        """
+        try:
+            async for events in sse_batches(self._response.aiter_raw()):
+                if self.saw_done:
+                    continue  # read to the end, so the connection goes back to the pool
+                batch: list[tuple[bytes, StreamChunk]] = []
+                for data in events:
+                    if data == DONE:
+                        self.saw_done = True
+                        break
+                    try:
+                        batch.append((data, _chunk_decoder.decode(data)))
+                    except (msgspec.DecodeError, msgspec.ValidationError):
+                        raise UpstreamError(
+                            502, "upstream_error", "OpenRouter sent a stream event that is not JSON"
+                        ) from None
+                if batch:
+                    yield batch
+        except httpx.TimeoutException:
+            raise UpstreamError(
+                504, "upstream_timeout", "OpenRouter stopped sending in the middle of the answer"
+            ) from None
+        except httpx.TransportError as exc:
+            raise UpstreamError(
+                502, "upstream_error", f"the stream from OpenRouter broke: {type(exc).__name__}"
+            ) from None
+
+    def error(self, error: ErrorObject) -> UpstreamError:
+        return error_from_object(error, fallback_status=502, key=self._key)
+
+    async def aclose(self) -> None:
+        """Close the connection: for most providers this stops the generation and its billing."""
+        await self._response.aclose()

@@ -1,0 +1,1 @@
+"""Tests of app.http in the test process: the app factory and the plain-ASGI /chat."""

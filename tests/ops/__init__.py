@@ -1,0 +1,1 @@
+"""Unit tests of app.ops: logging, tallies, deadlines."""

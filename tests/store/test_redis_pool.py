@@ -1,0 +1,208 @@
+"""The Redis client's pool and packing (`app.store.client`), against a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import redis
+import uvloop
+from redis.asyncio.connection import Connection
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+from app.store.client import LuaScript, create_redis, hiredis_packing
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("EVALSHA", "a" * 40, 2, "chat:{s}:meta", b"\x00bytes\xff", 1700000000000, "", -1),
+        ("SET", "clé", "valeur ünïcode"),
+        ("CONFIG GET", "maxmemory"),
+        ("RPUSH", "k", b"x" * 100_000),
+    ],
+)
+def test_commands_pack_as_redis_py_packs_them(args: tuple[bytes | str | int, ...]) -> None:
+    python = Connection()
+    packed = hiredis_packing(Connection)()
+    assert b"".join(packed.pack_command(*args)) == b"".join(python.pack_command(*args))
+
+
+def test_callers_beyond_the_pool_wait_their_turn(redis_url: str) -> None:
+    async def run() -> tuple[list[object], int]:
+        client = create_redis(redis_url, timeout_seconds=5, max_connections=2)
+        try:
+            # Each holds its connection for 0.2 s: ten of them need five rounds of two.
+            held = [
+                client.execute_command("BLPOP", "test:pool:empty", 0.2)  # type: ignore[no-untyped-call]
+                for _ in range(10)
+            ]
+            replies = await asyncio.gather(*held)
+            in_use = len(client.connection_pool._in_use_connections)
+            opened = len(client.connection_pool._available_connections) + in_use
+            return replies, opened
+        finally:
+            await client.aclose()
+
+    started = time.monotonic()
+    replies, opened = asyncio.run(run())
+    assert replies == [None] * 10
+    assert opened == 2
+    assert time.monotonic() - started >= 0.9
+
+
+def test_a_caller_that_waits_too_long_is_refused(redis_url: str) -> None:
+    async def run() -> None:
+        client = create_redis(redis_url, timeout_seconds=0.3, max_connections=1)
+        try:
+            pool = client.connection_pool
+            held = await pool.get_connection()
+            with pytest.raises(RedisConnectionError, match="No connection available"):
+                await client.ping()
+            await pool.release(held)
+            assert await client.ping()  # and the pool works on
+        finally:
+            await client.aclose()
+
+    asyncio.run(run())
+
+
+def test_a_connection_redis_closed_is_replaced(redis_url: str) -> None:
+    admin = redis.Redis.from_url(redis_url)
+
+    async def run() -> None:
+        client = create_redis(redis_url, timeout_seconds=2, max_connections=4)
+        try:
+            await client.set("test:pool:value", "before")
+            admin.client_kill_filter(_type="normal", skipme=True)
+            assert await client.get("test:pool:value") == b"before"
+        finally:
+            await client.aclose()
+
+    try:
+        asyncio.run(run())
+    finally:
+        admin.close()
+
+
+def test_callers_in_line_are_served_in_order_and_a_cancelled_one_loses_nothing(
+    redis_url: str,
+) -> None:
+    async def run() -> tuple[list[int], int, int]:
+        client = create_redis(redis_url, timeout_seconds=5, max_connections=1)
+        pool = client.connection_pool
+        served: list[int] = []
+
+        async def ping(n: int) -> None:
+            await client.ping()
+            served.append(n)
+
+        try:
+            held = await pool.get_connection()
+            waiting = [asyncio.ensure_future(ping(n)) for n in range(4)]
+            await asyncio.sleep(0.05)
+            waiting[1].cancel()  # leaves the line while waiting
+            await pool.release(held)
+            await asyncio.gather(*waiting, return_exceptions=True)
+            return served, len(pool._in_use_connections), len(pool._available_connections)
+        finally:
+            await client.aclose()
+
+    served, in_use, idle = asyncio.run(run())
+    assert served == [0, 2, 3]
+    assert (in_use, idle) == (0, 1)
+
+
+def test_a_script_redis_lost_is_loaded_again(redis_url: str) -> None:
+    admin = redis.Redis.from_url(redis_url)
+
+    async def run() -> list[object]:
+        client = create_redis(redis_url, timeout_seconds=2, max_connections=2)
+        script = LuaScript(client, "return {KEYS[1], ARGV[1]}")
+        try:
+            first = await script(keys=["test:script:key"], args=["one"])
+            admin.script_flush()
+            again = await script(keys=["test:script:key"], args=["two"])
+            return [first, again]
+        finally:
+            await client.aclose()
+
+    try:
+        assert asyncio.run(run()) == [[b"test:script:key", b"one"], [b"test:script:key", b"two"]]
+    finally:
+        admin.close()
+
+
+def test_a_command_larger_than_the_socket_takes_at_once_is_sent_whole(redis_url: str) -> None:
+    value = bytes(range(256)) * (64 * 1024)  # 16 MiB: the send waits for Redis to read
+
+    async def run() -> bytes | None:
+        client = create_redis(redis_url, timeout_seconds=5, max_connections=1)
+        try:
+            await client.set("test:pool:large", value)
+            stored: bytes | None = await client.get("test:pool:large")
+            await client.delete("test:pool:large")
+            return stored
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(run()) == value
+
+
+def test_a_script_runs_on_over_a_connection_redis_closed(redis_url: str) -> None:
+    admin = redis.Redis.from_url(redis_url)
+
+    async def run() -> tuple[object, int]:
+        client = create_redis(redis_url, timeout_seconds=2, max_connections=2)
+        script = LuaScript(client, "return ARGV[1]")
+        try:
+            await script(keys=[], args=["before"])
+            admin.client_kill_filter(_type="normal", skipme=True)
+            after = await script(keys=[], args=["after"])  # retried on a new connection
+            return after, len(client.connection_pool._in_use_connections)
+        finally:
+            await client.aclose()
+
+    try:
+        assert asyncio.run(run()) == (b"after", 0)
+    finally:
+        admin.close()
+
+
+def test_a_script_error_is_raised_and_its_connection_serves_the_next(redis_url: str) -> None:
+    async def run() -> tuple[object, int]:
+        client = create_redis(redis_url, timeout_seconds=2, max_connections=1)
+        failing = LuaScript(client, "return redis.error_reply('ERR refused by the script')")
+        fine = LuaScript(client, "return 'served'")
+        try:
+            with pytest.raises(ResponseError, match="refused by the script"):
+                await failing(keys=[], args=[])
+            return await fine(keys=[], args=[]), len(client.connection_pool._in_use_connections)
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(run()) == (b"served", 0)
+
+
+def test_a_connection_cut_as_its_reply_came_in_serves_no_one_dropped(redis_url: str) -> None:
+    """The watch can cut a connection whose reply is already read (a late event loop): the
+    caller has its answer, and the next caller gets a connection that works. Under uvloop,
+    as the API runs, a write to the dropped socket would raise a non-Redis error."""
+
+    async def run() -> tuple[object, object]:
+        client = create_redis(redis_url, timeout_seconds=0.2, max_connections=1)
+        pool = client.connection_pool
+        script = LuaScript(client, "return ARGV[1]")
+        try:
+            connection = await pool.get_connection()
+            await connection.send_command("PING")
+            first = await connection.read_response()
+            await asyncio.sleep(0.5)  # held past the timeout: the watch cuts it
+            await pool.release(connection)
+            return first, await script(keys=[], args=["next"])
+        finally:
+            await client.aclose()
+
+    assert uvloop.run(run()) == (b"PONG", b"next")
