@@ -6,7 +6,7 @@ imports itself back through others (every import counts, those for type checking
     app.turns                    the domain
     app.store | app.upstream     Redis, OpenRouter (siblings)
     app.ops                      logging, metrics, deadlines
-    app.settings, app.tokens, app.schemas, app.errors, app.ids, app    shared by all
+    app.settings, .tokens, .schemas, .errors, .ids, .clock, app    shared by all
 """
 
 from __future__ import annotations
@@ -30,7 +30,15 @@ LAYERS: dict[str, int] = {
     "app.cli": 5,
 }
 # Modules of the bottom layer: every other module directly in `app` is a package of a layer.
-SHARED = {"app", "app.settings", "app.tokens", "app.schemas", "app.errors", "app.ids"}
+SHARED = {
+    "app",
+    "app.settings",
+    "app.tokens",
+    "app.schemas",
+    "app.errors",
+    "app.ids",
+    "app.clock",
+}
 
 
 def module_name(path: Path) -> str:

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from app.clock import now_ms
 from app.store import keys
-from app.store.client import lua_script
-from app.store.sessions import now_ms
+from app.store.client import LuaScript, lua_script
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -38,8 +38,8 @@ class Pruner:
         self._redis = redis
         self._ttl_ms = ttl_ms
         self._max_sessions = max_sessions
-        self._prune = redis.register_script(lua_script("workers", "prune_sessions.lua"))
-        self._prune_owners = redis.register_script(lua_script("workers", "prune_owner_indexes.lua"))
+        self._prune = LuaScript(redis, lua_script("prune_sessions.lua"))
+        self._prune_owners = LuaScript(redis, lua_script("prune_owner_indexes.lua"))
 
     async def run(self) -> PruneReport:
         started = time.perf_counter()

@@ -6,8 +6,9 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from app.clock import DAY_MS
 from app.store import keys
-from app.store.client import lua_script
+from app.store.client import LuaScript, lua_script
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -17,14 +18,13 @@ logger = logging.getLogger("workers.metrics")
 BATCH_SIZE = 500
 # One run stops after this many batches so a backlog cannot starve the other jobs.
 MAX_BATCHES = 40
-DAY_MS = 86_400_000
 
 
 class UsageDrain:
     """Moves usage events from `chat:usage:inbox` into counters, exactly once each."""
 
     def __init__(self, redis: Redis, *, retention_days: int) -> None:
-        self._script = redis.register_script(lua_script("workers", "drain_usage.lua"))
+        self._script = LuaScript(redis, lua_script("drain_usage.lua"))
         self._retention_ms = retention_days * DAY_MS
 
     async def run(self) -> int:

@@ -221,11 +221,13 @@ async def _drop_or_raise(connection: AbstractConnection, error: BaseException) -
         raise error
 
 
-def lua_script(package: str, name: str, *, after: tuple[str, ...] = ()) -> str:
-    """The text of a Lua script shipped in `<package>/lua/<name>`, behind the scripts of
-    `after` (shared functions: Redis scripts cannot call one another)."""
-    folder = files(package).joinpath("lua")
-    return "".join(folder.joinpath(part).read_text(encoding="utf-8") for part in (*after, name))
+def lua_script(name: str, *, after: tuple[str, ...] = ()) -> str:
+    """The text of `lua/<name>` in this package, behind `prelude.lua` (the constants every
+    script shares) and the scripts of `after` (shared functions: Redis scripts cannot call one
+    another)."""
+    folder = files("app.store").joinpath("lua")
+    parts = ("prelude.lua", *after, name)
+    return "".join(folder.joinpath(part).read_text(encoding="utf-8") for part in parts)
 
 
 async def awaited(command: Awaitable[Any] | Any) -> Any:

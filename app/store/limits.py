@@ -125,9 +125,7 @@ class RateLimiter:
     """Admissions for the owners whose limits are set."""
 
     def __init__(self, redis: Redis) -> None:
-        self._script = LuaScript(
-            redis, lua_script("app.store", "admit_turn.lua", after=("admission.lua",))
-        )
+        self._script = LuaScript(redis, lua_script("admit_turn.lua", after=("admission.lua",)))
 
     def admission(self, owner: str, limits: Limits, slot: QuotaSlot) -> Admission | None:
         return Admission(self._script, owner, limits, slot) if limits.active else None

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 
+from app.clock import now_ms
 from app.errors import SessionNotFound
 from app.schemas import (
     AdminSessionDetail,
@@ -90,10 +90,6 @@ def _ms_to_datetime(value: bytes | str | int | None) -> datetime:
     return datetime.fromtimestamp(int(value or 0) / 1000, tz=UTC)
 
 
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 def parse_usage(raw: dict[bytes, bytes]) -> SessionUsage:
     """Read the worker's usage hash (`chat:{id}:usage`)."""
     if not raw:
@@ -119,7 +115,7 @@ def parse_usage(raw: dict[bytes, bytes]) -> SessionUsage:
 
 
 def commit_turn_script() -> str:
-    return lua_script("app.store", "commit_turn.lua", after=("day_tokens.lua",))
+    return lua_script("commit_turn.lua", after=("day_tokens.lua",))
 
 
 class SessionStore:
@@ -129,11 +125,9 @@ class SessionStore:
         self._redis = redis
         self._ttl_ms = ttl_ms
         self._history_cap = history_cap
-        self._open = LuaScript(
-            redis, lua_script("app.store", "open_turn.lua", after=("admission.lua",))
-        )
+        self._open = LuaScript(redis, lua_script("open_turn.lua", after=("admission.lua",)))
         self._commit = LuaScript(redis, commit_turn_script())
-        self._delete = LuaScript(redis, lua_script("app.store", "delete_session.lua"))
+        self._delete = LuaScript(redis, lua_script("delete_session.lua"))
 
     async def load_history(
         self, session_id: str, owner: str, admission: Admission | None = None

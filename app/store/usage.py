@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 from redis.exceptions import RedisError
 
+from app.clock import utc_day
 from app.store import keys
 from app.store.client import LuaScript, awaited, lua_script
 
@@ -16,20 +17,6 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
 logger = logging.getLogger("app.usage")
-
-
-DAY_MS = 86_400_000
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_last_day: tuple[int, str] = (-1, "")
-
-
-def utc_day(at_ms: int) -> str:
-    """The UTC day of a time in ms, as YYYY-MM-DD: formatted once a day, not once a turn."""
-    global _last_day
-    number = at_ms // DAY_MS
-    if _last_day[0] != number:
-        _last_day = (number, (_EPOCH + timedelta(days=number)).date().isoformat())
-    return _last_day[1]
 
 
 class UsageEvent(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
@@ -66,7 +53,7 @@ class UsageInbox:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
         self._pass_through = LuaScript(
-            redis, lua_script("app.store", "pass_through.lua", after=("day_tokens.lua",))
+            redis, lua_script("pass_through.lua", after=("day_tokens.lua",))
         )
 
     async def passed_through(self, event: UsageEvent, owner: str | None) -> int | None:

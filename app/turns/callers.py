@@ -80,6 +80,14 @@ def bearer_token(header: str | None, what: str) -> str:
     return token
 
 
+def bearer_matches(header: str | None, token: str) -> bool:
+    """Whether `Authorization: Bearer <token>` names `token` (an operator's ADMIN_TOKEN or
+    METRICS_TOKEN), compared in constant time so it cannot be guessed byte by byte."""
+    scheme, _, given = (header or "").partition(" ")
+    matches = hmac.compare_digest(given.strip().encode(), token.encode())
+    return scheme.lower() == "bearer" and matches
+
+
 class Authenticator:
     """Turns an `Authorization` header into a `Caller`, in the server's mode."""
 

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any, Literal
 import msgspec
 from redis.exceptions import RedisError
 
+from app.clock import now_ms
 from app.errors import AppError
 from app.store import keys
 from app.store.client import awaited
-from app.store.sessions import now_ms
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

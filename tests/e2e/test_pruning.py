@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
+from app.store.client import lua_script
 from tests.conftest import base_env, bearer
 from tests.e2e.test_worker import (
     WorkerPool,
@@ -21,7 +22,6 @@ from tests.e2e.test_worker import (
     session_keys,
     wait_for,
 )
-from tests.support.processes import ROOT
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -193,9 +193,7 @@ def test_sessions_expired_by_redis_leave_no_index_entries(
 def test_prune_script_keeps_a_session_active_after_the_pick(
     client: httpx.Client, api_key: str, redis_client: redis.Redis
 ) -> None:
-    prune = redis_client.register_script(
-        (ROOT / "workers" / "lua" / "prune_sessions.lua").read_text()
-    )
+    prune = redis_client.register_script(lua_script("prune_sessions.lua"))
     session_id = chat(client, api_key, "busy")["session_id"]
     owner = owner_of(redis_client, session_id)
     raw_updated: bytes = redis_client.hget(f"chat:{{{session_id}}}:meta", "updated")  # type: ignore[assignment]

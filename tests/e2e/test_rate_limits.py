@@ -335,9 +335,7 @@ def test_the_admission_script_allows_exactly_a_burst_of_the_limit(
     redis_client: redis.Redis, per_minute: int
 ) -> None:
     """Any rate, even one whose interval is not a whole number of ms (60000 / 7)."""
-    admit = redis_client.register_script(
-        lua_script("app.store", "admit_turn.lua", after=("admission.lua",))
-    )
+    admit = redis_client.register_script(lua_script("admit_turn.lua", after=("admission.lua",)))
     key = "chat:limit:{burst-test}"
 
     replies = [admit(keys=[key], args=[per_minute, 0]) for _ in range(per_minute + 1)]

@@ -6,7 +6,6 @@ redis-cli (see the README's Redis section).
 
 from __future__ import annotations
 
-import hmac
 from typing import TYPE_CHECKING, Annotated, Any
 
 from litestar import Controller, delete, get
@@ -19,6 +18,7 @@ from app.http.routes.sessions import Limit, Offset, SessionIdPath
 from app.http.services import Services
 from app.schemas import AdminSessionDetail, AdminSessionPage, Stats
 from app.store.admin_stats import read_stats
+from app.turns.callers import bearer_matches
 
 if TYPE_CHECKING:
     from litestar.connection import ASGIConnection
@@ -34,11 +34,8 @@ Days = Annotated[int, Parameter(ge=1, le=366, description="How many days, today 
 
 
 def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Constant-time comparison, so the token cannot be guessed byte by byte."""
     token: str = connection.app.state.services.settings.admin_token
-    scheme, _sep, given = connection.headers.get("authorization", "").partition(" ")
-    matches = hmac.compare_digest(given.strip().encode(), token.encode())
-    if scheme.lower() != "bearer" or not matches:
+    if not bearer_matches(connection.headers.get("authorization"), token):
         raise Unauthorized("admin routes need `Authorization: Bearer <ADMIN_TOKEN>`")
 
 

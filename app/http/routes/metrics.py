@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +16,7 @@ from app.errors import Unauthorized
 from app.http.services import Services
 from app.ops import prometheus, tally
 from app.ops.exemplars import WithExemplars
+from app.turns.callers import bearer_matches
 
 if TYPE_CHECKING:
     from prometheus_client.registry import Collector
@@ -26,10 +26,7 @@ OPENMETRICS_CONTENT_TYPE = openmetrics_exposition.CONTENT_TYPE_LATEST
 
 
 def _check_token(request: Request[Any, Any, Any], token: str) -> None:
-    """Constant-time comparison, so the token cannot be guessed byte by byte."""
-    scheme, _sep, given = request.headers.get("authorization", "").partition(" ")
-    matches = hmac.compare_digest(given.strip().encode(), token.encode())
-    if scheme.lower() != "bearer" or not matches:
+    if not bearer_matches(request.headers.get("authorization"), token):
         raise Unauthorized("/metrics needs `Authorization: Bearer <METRICS_TOKEN>`")
 
 

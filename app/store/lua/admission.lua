@@ -9,12 +9,11 @@
 -- Returns {admitted (1 or 0), turns left, ms until the bucket is full, ms until a retry can
 --          succeed (0 when admitted), tokens used today, ms until the UTC day ends}
 local function admit(key, rate, token_limit)
-  local WINDOW, DAY = 60000, 86400000
+  local WINDOW = 60000
 
-  local clock = redis.call('TIME')
-  local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-  local day = math.floor(now / DAY)
-  local day_left = (day + 1) * DAY - now
+  local now = redis_now_ms()
+  local day = math.floor(now / DAY_MS)
+  local day_left = (day + 1) * DAY_MS - now
   local state = redis.call('HMGET', key, 'tat', 'day', 'tokens')
   local tat = math.max(tonumber(state[1]) or 0, now)
   local used = 0

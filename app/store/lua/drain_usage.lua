@@ -5,7 +5,6 @@
 -- ARGV: batch size, key prefix, metrics retention (ms)
 -- Returns {events applied, unreadable events dropped}
 local inbox, batch, prefix, retention = KEYS[1], tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
-local DAY_MS = 86400000
 
 local raw_events = redis.call('LRANGE', inbox, 0, batch - 1)
 local applied, dropped = 0, 0
