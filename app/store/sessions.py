@@ -47,11 +47,6 @@ class History(msgspec.Struct, frozen=True):
     system_prompt: str | None
     messages: list[HistoryMessage]
 
-    def upstream(self, system_prompt: str | None) -> list[HistoryMessage]:
-        """What goes upstream ahead of a turn's new messages: the system prompt, the history."""
-        head = [HistoryMessage("system", system_prompt)] if system_prompt else []
-        return [*head, *self.messages]
-
 
 class Turn(msgspec.Struct, kw_only=True, frozen=True):
     """One committed exchange: the new messages of the request (a user message, tool results,

@@ -113,23 +113,3 @@ def incoming_turn(raw_messages: list[dict[str, Any]]) -> IncomingTurn:
         ],
         upstream=[raw for _, raw in kept],
     )
-
-
-def completion_payload(
-    raw: dict[str, Any],
-    *,
-    messages: list[Any],
-    model: str,
-    max_tokens_default: int,
-    session_id: str | None,
-) -> bytes:
-    """The client's body with our defaults: every field it sent goes upstream."""
-    body = {**raw, "model": model, "messages": messages}
-    if raw.get("max_tokens") is None and raw.get("max_completion_tokens") is None:
-        body["max_tokens"] = max_tokens_default
-    # Asks for `usage.cost` from deployments that still need the opt-in.
-    body.setdefault("usage", {"include": True})
-    if session_id is not None:
-        # OpenRouter groups the session's calls and keeps them on one provider (caching).
-        body["session_id"] = session_id
-    return _encoder.encode(body)

@@ -17,7 +17,8 @@ from app.ops import prometheus
 from app.schemas import ChatRequest, ChatResponse, StoredMessage
 from app.store.sessions import History, HistoryMessage, Turn
 from app.store.usage import UsageEvent, UsageInbox, usage_event_encoder
-from app.turns.openai_request import NEW_SESSION, completion_payload, incoming_turn, text_of
+from app.turns.openai_request import NEW_SESSION, incoming_turn, text_of
+from app.turns.payload import conversation, upstream_payload
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
@@ -34,8 +35,6 @@ logger = logging.getLogger("app.chat")
 # Request fields that are ours, or that we set ourselves; every other field goes upstream as is.
 OWN_FIELDS = frozenset(ChatRequest.__struct_fields__) | {"messages", "prompt", "stream_options"}
 TITLE_CHARS = 80
-
-_payload_encoder = msgspec.json.Encoder()
 EMPTY_HISTORY = History(system_prompt=None, messages=[])
 
 
@@ -205,7 +204,7 @@ class ChatService:
             )
             system_prompt, stored = incoming.system_prompt, incoming.stored
             messages = [
-                *history.upstream(system_prompt or history.system_prompt),
+                *conversation(history, system_prompt or history.system_prompt),
                 *incoming.upstream,
             ]
         else:
@@ -217,12 +216,12 @@ class ChatService:
             model=model,
             system_prompt=system_prompt,
             messages=stored,
-            payload=completion_payload(
+            payload=upstream_payload(
                 raw,
-                messages=messages,
                 model=model,
-                max_tokens_default=self._settings.max_tokens_default,
+                messages=messages,
                 session_id=session_id,
+                max_tokens_default=self._settings.max_tokens_default,
             ),
         )
 
@@ -236,25 +235,22 @@ class ChatService:
         session_id: str,
         stream: bool,
     ) -> bytes:
-        messages = history.upstream(system_prompt)
+        fields = {key: value for key, value in extras.items() if key not in OWN_FIELDS}
+        if request.max_tokens is not None:
+            fields["max_tokens"] = request.max_tokens
+        if request.temperature is not None:
+            fields["temperature"] = request.temperature
+        if stream:
+            fields["stream"] = True
+        messages = conversation(history, system_prompt)
         messages.append(HistoryMessage("user", request.message))
-        body: dict[str, Any] = {
-            key: value for key, value in extras.items() if key not in OWN_FIELDS
-        }
-        body.update(
+        return upstream_payload(
+            fields,
             model=model,
             messages=messages,
-            max_tokens=request.max_tokens or self._settings.max_tokens_default,
-            # OpenRouter groups the session's calls and keeps them on one provider (caching).
             session_id=session_id,
-            # Asks for `usage.cost` from deployments that still need the opt-in.
-            usage={"include": True},
+            max_tokens_default=self._settings.max_tokens_default,
         )
-        if request.temperature is not None:
-            body["temperature"] = request.temperature
-        if stream:
-            body["stream"] = True
-        return _payload_encoder.encode(body)
 
     async def complete(
         self, caller: Caller, request: ChatRequest, extras: dict[str, Any]

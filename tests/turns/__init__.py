@@ -1,0 +1,1 @@
+"""Unit tests of app.turns: the parts of a turn that need no server."""
