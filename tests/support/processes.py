@@ -41,6 +41,7 @@ class ProcfileProcess:
         self.name = name
         self.env = process_env(env)
         self.command = procfile_command(name)
+        self.cwd = ROOT
         self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - kept open for the process's life
             prefix=f"{name}-", suffix=".log", delete=False
         )
@@ -50,7 +51,7 @@ class ProcfileProcess:
     def start(self) -> None:
         self._process = subprocess.Popen(
             ["/bin/sh", "-c", f"exec {self.command}"],
-            cwd=ROOT,
+            cwd=self.cwd,
             env=self.env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
