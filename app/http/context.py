@@ -12,7 +12,7 @@ from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException
 
 from app.ids import random_id
-from app.ops import deadlines, prometheus
+from app.ops import prometheus
 from app.turns.request_log import RequestLog
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ def receive_by(receive: Receive, deadline: float, seconds: float) -> Receive:
         if body_done:
             return await receive()
         try:
-            with deadlines.at(deadline):
+            async with asyncio.timeout_at(deadline):
                 message = await receive()
         except TimeoutError:
             raise HTTPException(

@@ -14,7 +14,6 @@ import httpx
 import msgspec
 
 from app.errors import UpstreamError
-from app.ops import deadlines
 from app.schemas import ToolCall, Usage
 from app.upstream.sse import sse_batches
 
@@ -404,8 +403,9 @@ class OpenRouterClient:
 
     async def _answer(self, key: str, payload: bytes, *, stream: bool) -> httpx.Response:
         """A 200 answer to a chat request (open, when streaming); anything else raises."""
-        with self._transport_errors(), deadlines.within(self._timeout):
-            response = await self._send(key, payload, stream=stream)
+        with self._transport_errors():
+            async with asyncio.timeout(self._timeout):
+                response = await self._send(key, payload, stream=stream)
         if response.status_code != 200:
             raise error_from_response(response.status_code, response.content, response.headers, key)
         return response
@@ -438,14 +438,15 @@ class OpenRouterClient:
 
     async def fetch_models(self) -> bytes:
         """OpenRouter's model list, as the bytes it sent (checked to hold a `data` list)."""
-        with self._transport_errors(), deadlines.within(self._timeout):
-            headers = [
-                (b"Host", self._models_url.netloc),
-                (b"Accept-Encoding", b"identity"),
-                (b"Accept", b"application/json"),
-            ]
-            response = await self._request("GET", self._models_url, headers)
-            await _read_and_close(response)
+        headers = [
+            (b"Host", self._models_url.netloc),
+            (b"Accept-Encoding", b"identity"),
+            (b"Accept", b"application/json"),
+        ]
+        with self._transport_errors():
+            async with asyncio.timeout(self._timeout):
+                response = await self._request("GET", self._models_url, headers)
+                await _read_and_close(response)
         if response.status_code != 200:
             raise error_from_response(response.status_code, response.content, response.headers, "")
         try:
