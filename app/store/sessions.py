@@ -48,7 +48,7 @@ class History(msgspec.Struct, frozen=True):
     messages: list[HistoryMessage]
 
 
-class Turn(msgspec.Struct, kw_only=True, frozen=True):
+class TurnCommit(msgspec.Struct, kw_only=True, frozen=True):
     """One committed exchange: the new messages of the request (a user message, tool results,
     ...) and the answer."""
 
@@ -150,7 +150,7 @@ class SessionStore:
             messages=[_history_decoder.decode(raw) for raw in raw_messages],
         )
 
-    async def commit_turn(self, turn: Turn) -> Committed:
+    async def commit_turn(self, turn: TurnCommit) -> Committed:
         """Write the turn in one atomic script; the owner's day's tokens are counted in it."""
         k = keys.session_keys(turn.session_id)
         status, count, tokens_today = await self._commit(

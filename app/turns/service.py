@@ -15,7 +15,7 @@ from app.errors import InvalidRequest, UpstreamError
 from app.ids import random_id
 from app.ops import prometheus
 from app.schemas import ChatRequest, ChatResponse, StoredMessage
-from app.store.sessions import History, HistoryMessage, Turn
+from app.store.sessions import History, HistoryMessage, TurnCommit
 from app.store.usage import UsageEvent, UsageInbox, usage_event_encoder
 from app.turns.openai_request import NEW_SESSION, incoming_turn, text_of
 from app.turns.payload import conversation, upstream_payload
@@ -341,7 +341,7 @@ class ChatService:
             )
         else:
             committed = await self._store.commit_turn(
-                Turn(
+                TurnCommit(
                     session_id=turn.session_id,
                     owner=caller.owner,
                     turn_id=turn.turn_id,
