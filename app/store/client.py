@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import time
 from collections import deque
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any, cast
@@ -32,13 +31,7 @@ class TurnPool(ConnectionPool):
     on every command, and wakes its waiters through a condition. With one event loop, taking
     an idle connection cannot race, and a released connection goes straight to the first
     caller in line. A connection Redis closed in the meantime fails its command, and the
-    client's retry reconnects.
-
-    No command runs under a timer of its own either: redis-py starts one for every read. The
-    pool knows since when each connection is held, and a watch that runs a few times per
-    `timeout` while any is held cuts one held longer: its read fails with redis-py's own
-    timeout error, a send waiting for Redis to read fails as a broken connection, and the
-    retry, still within the same hold, fails at the next watch.
+    client's retry reconnects. Each send and read is bounded by redis-py's own socket timeout.
     """
 
     def __init__(
@@ -52,8 +45,6 @@ class TurnPool(ConnectionPool):
         super().__init__(connection_class=hiredis_packing(connection_class), **kwargs)
         self.timeout = timeout
         self._line: deque[asyncio.Future[AbstractConnection]] = deque()
-        self._held_since: dict[AbstractConnection, float] = {}
-        self._watching: asyncio.AbstractEventLoop | None = None
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> AbstractConnection:
         if self._available_connections and not self._line:
@@ -66,10 +57,6 @@ class TurnPool(ConnectionPool):
         return await self._connected(connection)
 
     async def _connected(self, connection: AbstractConnection) -> AbstractConnection:
-        self._held_since[connection] = time.monotonic()
-        watching = self._watching
-        if watching is None or watching.is_closed():
-            self._watch(asyncio.get_running_loop())
         if not connection.is_connected:
             try:
                 await connection.connect()  # type: ignore[no-untyped-call]
@@ -77,20 +64,6 @@ class TurnPool(ConnectionPool):
                 await self.release(connection)
                 raise
         return connection
-
-    def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._watching = loop
-        loop.call_later(max(self.timeout / 4, 0.01), self._cut_overdue)
-
-    def _cut_overdue(self) -> None:
-        if not self._held_since:
-            self._watching = None  # nothing held: the next taker starts the watch again
-            return
-        overdue = time.monotonic() - self.timeout
-        for connection, since in list(self._held_since.items()):
-            if since < overdue:
-                cut(connection)
-        self._watch(asyncio.get_running_loop())
 
     async def _wait_in_line(self) -> AbstractConnection:
         waiter: asyncio.Future[AbstractConnection] = asyncio.get_running_loop().create_future()
@@ -109,13 +82,6 @@ class TurnPool(ConnectionPool):
         return connection
 
     async def release(self, connection: AbstractConnection) -> None:
-        self._held_since.pop(connection, None)
-        writer = connection._writer
-        if writer is not None and writer.transport.is_closing():
-            # Cut by the watch as its reply came in (the caller had its answer), or closed
-            # under its caller: the next one must not write to the closed socket (uvloop
-            # raises on that, and it is no Redis error).
-            await connection.disconnect(nowait=True)
         while self._line:
             waiter = self._line.popleft()
             if not waiter.done():
@@ -139,16 +105,6 @@ def hiredis_packing(connection_class: type[AbstractConnection]) -> type[Abstract
     return HiredisPacking
 
 
-def cut(connection: AbstractConnection) -> None:
-    """Fail what waits on `connection` and drop it: a read raises `TimeoutError`, as under
-    redis-py's own read timeout, and a send waiting for the socket sees a lost connection."""
-    reader, writer = connection._reader, connection._writer
-    if reader is not None:
-        reader.set_exception(TimeoutError())
-    if writer is not None:
-        writer.transport.abort()
-
-
 def create_redis(url: str, *, timeout_seconds: float, max_connections: int) -> Redis:
     """A client whose every call fails within about twice `timeout_seconds` when Redis is away.
 
@@ -158,7 +114,8 @@ def create_redis(url: str, *, timeout_seconds: float, max_connections: int) -> R
     pool = TurnPool.from_url(
         url,
         max_connections=max_connections,
-        timeout=timeout_seconds,  # waiting for a connection, and holding one
+        timeout=timeout_seconds,  # waiting for a connection
+        socket_timeout=timeout_seconds,  # each send and each read
         socket_connect_timeout=timeout_seconds,
         socket_keepalive=True,
         # No health_check_interval: redis-py 5.3 re-runs its health-check PING inside the retry

@@ -5,8 +5,6 @@ rather than somewhere in a turn.
 - `ConnectionPool._available_connections` (a list) and `_in_use_connections` (a set): the
   pool hands out and takes back connections itself (`TurnPool`) without redis-py's lock and
   timer per command.
-- `Connection._reader` and `_writer` (asyncio streams once connected): the pool's watch cuts a
-  connection held too long, and a connection whose socket closed is not handed out again.
 - `redis.connection.HiredisRespSerializer`: packs commands in C for the asyncio client.
 """
 
@@ -17,10 +15,7 @@ from typing import Any
 
 import redis
 from redis.asyncio import ConnectionPool
-from redis.asyncio.connection import Connection
 from redis.connection import HiredisRespSerializer
-
-from app.store.client import TurnPool
 
 WHO = f"redis-py {redis.__version__}"
 
@@ -38,25 +33,6 @@ def test_the_pool_keeps_its_idle_and_held_connections_where_turn_pool_reads_them
             await pool.release(connection)
             assert pool._available_connections == [connection], f"{WHO}: an idle one's place"
             assert connection not in pool._in_use_connections, f"{WHO}: release"
-        finally:
-            await pool.disconnect()
-
-    asyncio.run(run())
-
-
-def test_a_connection_holds_its_asyncio_streams_where_the_watch_cuts_them(redis_url: str) -> None:
-    async def run() -> None:
-        pool = TurnPool.from_url(redis_url, max_connections=1, timeout=5)
-        try:
-            connection = await pool.get_connection()
-            assert isinstance(connection, Connection), f"{WHO}: the URL's connection class"
-            assert isinstance(connection._reader, asyncio.StreamReader), f"{WHO}: _reader"
-            assert isinstance(connection._writer, asyncio.StreamWriter), f"{WHO}: _writer"
-            assert not connection._writer.transport.is_closing(), f"{WHO}: _writer's transport"
-            await pool.release(connection)
-            await connection.disconnect()
-            assert connection._reader is None, f"{WHO}: _reader after disconnect"
-            assert connection._writer is None, f"{WHO}: _writer after disconnect"
         finally:
             await pool.disconnect()
 
