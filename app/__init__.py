@@ -9,7 +9,7 @@ The packages are the layers, and each imports only the layers below it
     app.turns      the domain: callers, the turn, streaming, OpenAI's request as a turn
     app.store      Redis: the client and pool, the key layout, sessions, limits, Lua scripts
     app.upstream   OpenRouter: wire structs, the client, the transport, SSE decoding
-    app.ops        logging, Prometheus metrics and their tallies, deadlines
+    app.ops        logging, Prometheus metrics and their tallies
 
 Below them all, the vocabulary every layer shares: `settings`, `tokens` (the APP_TOKENS
 format), `schemas` (the API's structs, stored and answered as they are), `errors` (the error

@@ -5,7 +5,7 @@ imports itself back through others (every import counts, those for type checking
     app.http | workers           the edges (siblings: neither imports the other)
     app.turns                    the domain
     app.store | app.upstream     Redis, OpenRouter (siblings)
-    app.ops                      logging, metrics, deadlines
+    app.ops                      logging, metrics
     app.settings, .tokens, .schemas, .errors, .ids, .clock, app    shared by all
 """
 

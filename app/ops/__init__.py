@@ -1,4 +1,4 @@
-"""Operations: logging, Prometheus metrics and the tallies that batch them, deadlines.
+"""Operations: logging, Prometheus metrics and the tallies that batch them.
 
 The lowest layer but the shared modules: it imports nothing else of the app.
 """

@@ -1,1 +1,1 @@
-"""Unit tests of app.ops: logging, tallies, deadlines."""
+"""Unit tests of app.ops: logging and tallies."""

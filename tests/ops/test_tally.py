@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from importlib.metadata import version
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -103,3 +104,16 @@ def test_an_update_outside_an_event_loop_is_written_at_once() -> None:
     counter = CounterTally(Counter("now", "c", registry=registry))
     counter.inc()
     assert registry.get_sample_value("now_total") == 1
+
+
+def test_a_histogram_child_keeps_its_bounds_sum_and_buckets_where_the_tally_adds() -> None:
+    """The contract with prometheus_client that `HistogramTally.flush` leans on: a labelled
+    child's `_upper_bounds` (ending in +Inf), and one `_sum` and one value per bucket in
+    `_buckets`, each with `inc`. Fails naming the library if an upgrade moves them."""
+    who = f"prometheus_client {version('prometheus-client')}"
+    child = Histogram("contract", "h", ["route"], buckets=BUCKETS, registry=None).labels("/x")
+    bounds = child._upper_bounds
+    assert list(bounds) == [*BUCKETS, float("inf")], f"{who}: Histogram._upper_bounds"
+    assert len(child._buckets) == len(bounds), f"{who}: Histogram._buckets"
+    assert all(callable(getattr(bucket, "inc", None)) for bucket in child._buckets), who
+    assert callable(getattr(child._sum, "inc", None)), f"{who}: Histogram._sum"
