@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 import time
-from typing import Any, TextIO
+from typing import Any
 
 import msgspec
 
 # How long a line may wait to be written with the lines after it; warnings and errors do not.
-FLUSH_DELAY_SECONDS = 0.05
 
 _encoder = msgspec.json.Encoder()
 
@@ -73,57 +71,6 @@ class ConsoleFormatter(logging.Formatter):
         return line.rstrip()
 
 
-class BatchingStreamHandler(logging.StreamHandler[TextIO]):
-    """A stream handler that writes the lines of a busy event loop in batches.
-
-    A line logged inside a running event loop waits up to FLUSH_DELAY_SECONDS for the lines
-    after it, and they go out in one write: a write per request line is a system call per
-    request. A warning or an error goes out at once, after the lines before it; outside an
-    event loop every line does. What is left is written when logging shuts down at exit.
-    """
-
-    def __init__(self, stream: TextIO) -> None:
-        super().__init__(stream)
-        self._lines: list[str] = []
-        self._due_on: asyncio.AbstractEventLoop | None = None
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self._lines.append(self.format(record))
-        except Exception:
-            self.handleError(record)
-            return
-        if record.levelno >= logging.WARNING:
-            self.flush()
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self.flush()
-            return
-        if self._due_on is not loop:
-            if self._due_on is not None:
-                self.flush()  # due on another loop, which may never run again
-            self._due_on = loop
-            loop.call_later(FLUSH_DELAY_SECONDS, self.flush)
-
-    def flush(self) -> None:
-        self.acquire()  # a flush of the loop's timer races records of other threads
-        try:
-            self._due_on = None
-            if not self._lines:
-                return
-            text = "\n".join(self._lines) + "\n"
-            self._lines.clear()
-            try:
-                self.stream.write(text)
-                self.stream.flush()
-            except (OSError, ValueError):
-                pass  # the stream is closed or its reader gone: nowhere left to say so
-        finally:
-            self.release()
-
-
 def configure_logging(level: str, log_format: str) -> None:
     """Route every logger, uvicorn's and arq's included, through one handler on stderr."""
     # Neither format shows the caller's source line, thread or process: not looking them up
@@ -132,7 +79,10 @@ def configure_logging(level: str, log_format: str) -> None:
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    handler = BatchingStreamHandler(sys.stderr)
+    # A log stream that broke (its reader gone at shutdown) loses lines quietly, as the
+    # logging docs advise for production, instead of tracebacks on that same stream.
+    logging.raiseExceptions = False
+    handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else ConsoleFormatter())
     root = logging.getLogger()
     for old in root.handlers:
