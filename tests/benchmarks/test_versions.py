@@ -7,7 +7,8 @@ The baseline is checked out in a temporary git worktree, installed in a virtuale
 (its pinned dependencies, from pip's cache after the first run) and served by the `web:` entry
 of its own Procfile, next to this tree's API, the floor
 (`baselines/floor.py`) and one Redis and stand-in for all. Rounds alternate their order as in
-`test_cost.py`; figures are medians. Skipped without BENCH_BASELINE. BENCH_CONNECTIONS
+`test_cost.py`; figures are medians. Skipped without BENCH_BASELINE. BENCH_AGAINST, a second
+revision, takes this tree's place (both then run from worktrees of their own). BENCH_CONNECTIONS
 (default 1,8,32), BENCH_ROUNDS (default 5) and BENCH_SECONDS (default 3) tune it.
 """
 
@@ -31,6 +32,7 @@ from tests.support.redis_server import RedisServer, free_port
 pytestmark = pytest.mark.benchmark
 
 BASELINE = os.environ.get("BENCH_BASELINE", "")
+AGAINST = os.environ.get("BENCH_AGAINST", "")
 CONNECTIONS = tuple(map(int, os.environ.get("BENCH_CONNECTIONS", "1,8,32").split(",")))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "3"))
@@ -42,9 +44,8 @@ def git(*args: str) -> str:
     ).stdout.strip()
 
 
-def install(checkout: Path) -> Path:
+def install(checkout: Path, venv: Path) -> Path:
     """A virtualenv holding the checkout's package and its pinned dependencies."""
-    venv = checkout.parent / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
     constraints = ["-c", str(checkout / ".ci" / "constraints.txt")]
@@ -63,17 +64,35 @@ class RevisionWeb(WebProcess):
         self.command = next(line.partition(":")[2].strip() for line in lines if line[:4] == "web:")
 
 
+class Checkout:
+    """A revision in a temporary git worktree, installed in a virtualenv of its own."""
+
+    def __init__(self, revision: str, folder: Path) -> None:
+        self.revision = git("rev-parse", "--short", revision)
+        self.tree = folder / self.revision
+        git("worktree", "add", "--detach", str(self.tree), self.revision)
+        self.venv = install(self.tree, folder / f"{self.revision}-venv")
+
+    def web(self, env: dict[str, str], port: int) -> WebProcess:
+        return RevisionWeb(self.tree, self.venv, env, port)
+
+    def remove(self) -> None:
+        git("worktree", "remove", "--force", str(self.tree))
+
+
 @pytest.mark.skipif(not BASELINE, reason="set BENCH_BASELINE to a git revision")
 def test_this_tree_against_a_baseline_revision() -> None:
-    revision = git("rev-parse", "--short", BASELINE)
-    with tempfile.TemporaryDirectory(prefix="baseline-") as folder:
-        checkout = Path(folder) / "tree"
-        git("worktree", "add", "--detach", str(checkout), revision)
+    with tempfile.TemporaryDirectory(prefix="revisions-") as folder:
+        made = [Checkout(revision, Path(folder)) for revision in (BASELINE, AGAINST) if revision]
         try:
-            rows = compare(checkout, install(checkout), revision)
+            rows = compare(*made)
         finally:
-            git("worktree", "remove", "--force", str(checkout))
-    print(f"\n{revision} against this tree, medians of {ROUNDS} rounds of {SECONDS:g} s")
+            for checkout in made:
+                checkout.remove()
+    names = [checkout.revision for checkout in made]
+    if len(names) == 1:
+        names.append("this tree")
+    print(f"\n{' against '.join(names)}, medians of {ROUNDS} rounds of {SECONDS:g} s")
     print("| connections | server | turns/s | p50 ms | CPU per turn | x floor |")
     print("|---|---|---|---|---|---|")
     for row in rows:
@@ -81,20 +100,25 @@ def test_this_tree_against_a_baseline_revision() -> None:
 
 
 def compare(
-    checkout: Path, venv: Path, revision: str
+    baseline: Checkout, against: Checkout | None = None
 ) -> list[tuple[int, str, float, float, float, float]]:
     with standin_process() as (port, _), RedisServer() as server:
         env = {"OPENROUTER_BASE_URL": f"http://127.0.0.1:{port}/api/v1", "REDIS_URL": server.url}
         settings = api_settings(env)
+        second = (
+            WebProcess(settings, free_port())
+            if against is None
+            else against.web(settings, free_port())
+        )
         with (
-            WebProcess(settings, free_port()) as tree,
-            RevisionWeb(checkout, venv, settings, free_port()) as baseline,
+            second,
+            baseline.web(settings, free_port()) as first,
             Uvicorn("tests.benchmarks.baselines.floor:app", free_port(), env) as floor,
         ):
             targets = {
                 "floor": (floor.pid, floor.url),
-                revision: (baseline.pid, baseline.url),
-                "this tree": (tree.pid, tree.url),
+                baseline.revision: (first.pid, first.url),
+                "this tree" if against is None else against.revision: (second.pid, second.url),
             }
             for _, url in targets.values():
                 wrk(url, 32, 2, "chat")  # warm up
