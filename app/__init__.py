@@ -4,7 +4,7 @@ The packages are the layers, and each imports only the layers below it
 (`tests/test_layers.py` keeps it so):
 
     app.cli        the processes: `chat-backend web | worker | dev`, the image's health check
-    app.http       the edge: the app factory, routes, the plain-ASGI /chat, error rendering
+    app.http       the edge: the app factory, routes, the turn routes in plain ASGI, errors
     workers        the arq worker (an edge of its own, beside app.http)
     app.turns      the domain: callers, the turn, streaming, OpenAI's request as a turn
     app.store      Redis: the client and pool, the key layout, sessions, limits, Lua scripts

@@ -53,6 +53,45 @@ class Unauthorized(AppError):
     type = "unauthorized"
 
 
+class MethodNotAllowed(AppError):
+    status = 405
+    type = "method_not_allowed"
+
+    def __init__(self, method: str, path: str, allowed: str) -> None:
+        super().__init__(f"{method} is not allowed on {path}", headers={"Allow": allowed})
+
+
+class RequestTimeout(AppError):
+    """The body did not arrive in time; the connection is closed with the answer."""
+
+    status = 408
+    type = "request_timeout"
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(
+            f"the request body did not arrive within {seconds:g} s",
+            headers={"Connection": "close"},
+        )
+
+
+class PayloadTooLarge(AppError):
+    status = 413
+    type = "payload_too_large"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the request body is larger than MAX_BODY_BYTES ({limit} bytes)")
+
+
+class ClientDisconnected(AppError):
+    """The client hung up before its body arrived: nobody reads the answer; the log says 499."""
+
+    status = 499
+    type = "client_disconnected"
+
+    def __init__(self) -> None:
+        super().__init__("the client disconnected before its request body arrived")
+
+
 class SessionNotFound(AppError):
     status = 404
     type = "session_not_found"

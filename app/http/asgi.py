@@ -15,9 +15,8 @@ from app import __version__
 from app.http.context import RequestContextMiddleware
 from app.http.dependencies import dependencies
 from app.http.errors import exception_handlers
-from app.http.fast_chat import FastChat
 from app.http.routes.admin import AdminController
-from app.http.routes.chat import chat
+from app.http.routes.chat import chat_route
 from app.http.routes.docs import docs_handlers
 from app.http.routes.health import health
 from app.http.routes.metrics import metrics
@@ -25,8 +24,9 @@ from app.http.routes.models import list_models
 from app.http.routes.responses import QUOTA_HEADERS
 from app.http.routes.sessions import SessionController
 from app.http.routes.ui import ui_router
-from app.http.routes.v1 import v1_handlers
+from app.http.routes.v1 import completions_route, v1_handlers
 from app.http.services import services_lifespan
+from app.http.turn_route import TurnsFirst
 from app.ops.logs import configure_logging
 from app.settings import SettingsError, load_settings, require_session_secret
 
@@ -95,7 +95,7 @@ def openapi_config(settings: Settings) -> OpenAPIConfig:
 
 def create_litestar(settings: Settings) -> Litestar:
     handlers: list[ControllerRouterHandler] = [
-        chat,
+        chat_route,
         SessionController,
         list_models,
         health,
@@ -153,5 +153,5 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
             "SESSION_SECRET is not set: using an ephemeral secret, so sessions are lost on "
             "restart and cannot be shared between replicas (fine for development only)"
         )
-    chat_first = FastChat(create_litestar(settings), max_body_bytes=settings.max_body_bytes)
-    return RequestContextMiddleware(chat_first, body_timeout=settings.body_read_timeout_seconds)
+    turns_first = TurnsFirst(create_litestar(settings), [chat_route, completions_route])
+    return RequestContextMiddleware(turns_first, body_timeout=settings.body_read_timeout_seconds)

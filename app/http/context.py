@@ -9,8 +9,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from litestar.enums import ScopeType
-from litestar.exceptions import HTTPException
 
+from app.errors import RequestTimeout
 from app.ids import random_id
 from app.ops import prometheus
 from app.turns.request_log import RequestLog
@@ -56,11 +56,7 @@ def receive_by(receive: Receive, deadline: float, seconds: float) -> Receive:
             async with asyncio.timeout_at(deadline):
                 message = await receive()
         except TimeoutError:
-            raise HTTPException(
-                status_code=408,
-                detail=f"the request body did not arrive within {seconds:g} s",
-                headers={"Connection": "close"},
-            ) from None
+            raise RequestTimeout(seconds) from None
         body_done = message["type"] != "http.request" or not message.get("more_body", False)
         return message
 

@@ -23,11 +23,16 @@ def provide_services(state: State) -> Services:
     return cast("Services", state.services)
 
 
-def provide_caller(request: Request[Any, Any, Any], services: NamedDependency[Services]) -> Caller:
+def authenticate(services: Services, authorizations: list[str]) -> Caller:
+    """The caller that a request's Authorization headers name (the turn routes ask too)."""
     # A singleton field: two would name two callers, and proxies disagree on which one counts.
-    if len(request.headers.getall("authorization", [])) > 1:
+    if len(authorizations) > 1:
         raise Unauthorized("more than one Authorization header: send one `Bearer <key>`")
-    caller = services.auth.caller(request.headers.get("authorization"))
+    return services.auth.caller(authorizations[0] if authorizations else None)
+
+
+def provide_caller(request: Request[Any, Any, Any], services: NamedDependency[Services]) -> Caller:
+    caller = authenticate(services, request.headers.getall("authorization", []))
     # The request's log line names the app token, and its headers carry the caller's quota.
     request_log(request.scope).caller = caller
     return caller

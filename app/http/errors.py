@@ -101,8 +101,7 @@ def recursion_error(exc: RecursionError) -> AppError:
 
 
 def as_app_error(exc: Exception) -> AppError:
-    """Any exception but Litestar's own as the error its client is told: for Litestar's
-    handler below and for the `/chat` served beside it (`app.http.fast_chat`)."""
+    """Any exception but Litestar's own as the error its client is told."""
     if isinstance(exc, AppError):
         return exc
     if isinstance(exc, RedisError):

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("app.streaming")
 
 # The ASGI channel of the response the relay writes, typed loosely: the relay speaks ASGI,
-# whichever framework made the response (`app.http.event_stream`).
+# whichever edge started the response (`app.http.turn_route`).
 Send = Callable[[Any], Awaitable[None]]
 Receive = Callable[[], Awaitable[Any]]
 

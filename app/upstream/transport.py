@@ -6,8 +6,7 @@ bridge between the two, for the one client we have (`app.upstream.client`):
 
 - The answer to a request that accepts an event stream (`Accept: text/event-stream`), or
   that is one, comes back open, its body streamed as aiohttp reads it, whatever it turns out
-  to be. Any other answer is read whole before it is handed over and comes back already
-  read: `response.content` at once, with no async iteration through httpx's decoders.
+  to be. Any other answer is read whole before it is handed over, as httpx's `content`.
 - aiohttp's errors become httpx's: connecting, timeouts, a broken body.
 - Redirects are never followed (our requests carry the caller's key), nothing is decompressed
   or compressed on the way, and no proxy is taken from the environment.
@@ -22,7 +21,7 @@ import aiohttp
 import httpx
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Sequence
+    from collections.abc import AsyncIterator
 
 EVENT_STREAM = "text/event-stream"
 STREAM_CHUNK_BYTES = 16 * 1024
@@ -68,27 +67,6 @@ class _BodyStream(httpx.AsyncByteStream):
             self._response.release()
         else:
             self._response.close()
-
-
-class ReadResponse(httpx.Response):
-    """A response the transport has read whole: its body is `content` from the start.
-
-    Given a body as `content`, httpx "reads" it once more through its decoders and chunkers,
-    about 20 us a response; this one is marked read and closed, as httpx marks a response
-    whose body it has read, so `read`, `aread` and `aclose` have nothing left to do.
-    """
-
-    def __init__(
-        self,
-        status: int,
-        headers: Sequence[tuple[bytes, bytes]],
-        body: bytes,
-        request: httpx.Request,
-    ) -> None:
-        super().__init__(status, headers=headers, stream=httpx.ByteStream(body), request=request)
-        self._content = body
-        self.is_stream_consumed = True
-        self.is_closed = True
 
 
 def _body(request: httpx.Request) -> bytes:
@@ -164,7 +142,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             raise error from exc
         finally:
             response.release()
-        return ReadResponse(response.status, raw_headers, body, request)
+        # httpx reads a body given as `content` at once: `response.content` is there.
+        return httpx.Response(response.status, headers=raw_headers, content=body, request=request)
 
     async def aclose(self) -> None:
         if self._session is not None:

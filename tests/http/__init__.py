@@ -1,1 +1,1 @@
-"""Tests of app.http in the test process: the app factory and the plain-ASGI /chat."""
+"""Tests of app.http in the test process: the app factory and the turn routes in plain ASGI."""

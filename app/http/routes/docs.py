@@ -11,8 +11,10 @@ from typing import Any
 import msgspec
 from litestar import Litestar, MediaType, Request, Response, get
 from litestar.openapi.plugins import JsonRenderPlugin, RedocRenderPlugin, SwaggerRenderPlugin
+from litestar.routes import ASGIRoute
 
 from app import schemas
+from app.http.turn_route import OPENAPI_OPT, TurnRouteDoc
 
 _swagger = SwaggerRenderPlugin()
 _redoc = RedocRenderPlugin()
@@ -46,18 +48,68 @@ def _fill_bounds(source: dict[str, Any], target: dict[str, Any]) -> None:
                     target[bound] = candidate[bound]
 
 
+def _hoisted(component: dict[str, Any]) -> dict[str, Any]:
+    """msgspec's schema of a struct, its optional fields described as Litestar describes them.
+
+    msgspec keeps an optional field's description, examples and bounds inside the non-null
+    alternative of its `anyOf`; Litestar states them beside it too, where documentation
+    viewers show them.
+    """
+    for prop in component.get("properties", {}).values():
+        options = [o for o in prop.get("anyOf", ()) if o.get("type") != "null"]
+        if len(options) == 1:
+            for name in ("description", "examples", "pattern", *_BOUNDS):
+                if name in options[0] and name not in prop:
+                    prop[name] = options[0][name]
+    return component
+
+
+def _turn_route_docs(app: Litestar) -> dict[str, TurnRouteDoc]:
+    """The turn routes' own documentation, by path (Litestar documents its HTTP routes)."""
+    docs: dict[str, TurnRouteDoc] = {}
+    for route in app.routes:
+        if isinstance(route, ASGIRoute):
+            doc = route.route_handler.opt.get(OPENAPI_OPT)
+            if isinstance(doc, TurnRouteDoc):
+                docs[route.path] = doc
+    return docs
+
+
+def _references(value: Any) -> set[str]:
+    """The component names that `$ref`s in `value` point at."""
+    if isinstance(value, dict):
+        found = {value["$ref"].rpartition("/")[2]} if isinstance(value.get("$ref"), str) else set()
+        return found.union(*(_references(item) for item in value.values()))
+    if isinstance(value, list):
+        return set().union(*(_references(item) for item in value))
+    return set()
+
+
 def _document(app: Litestar) -> dict[str, Any]:
     document = app.openapi_schema.to_schema()
+    turn_routes = _turn_route_docs(app)
+    paths: dict[str, Any] = document.setdefault("paths", {})
+    for path, doc in turn_routes.items():
+        paths.setdefault(path, {})[doc.method] = doc.operation.to_schema()
     structs = [
         value
         for value in vars(schemas).values()
         if isinstance(value, type) and issubclass(value, msgspec.Struct)
     ]
-    _, components = msgspec.json.schema_components(structs)
-    ours = document.get("components", {}).get("schemas", {})
+    structs += [struct for doc in turn_routes.values() for struct in doc.structs]
+    _, components = msgspec.json.schema_components(
+        structs, ref_template="#/components/schemas/{name}"
+    )
+    ours: dict[str, Any] = document.setdefault("components", {}).setdefault("schemas", {})
     for name, component in components.items():
         if name in ours:
             _fill_bounds(component, ours[name])
+    # What the turn routes name and Litestar did not see, as msgspec describes it.
+    wanted = _references(paths) - set(ours)
+    while wanted:
+        name = wanted.pop()
+        ours[name] = _hoisted(components[name])
+        wanted |= _references(components[name]) - set(ours)
     return document
 
 

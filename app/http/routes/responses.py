@@ -1,11 +1,22 @@
-"""Documented error responses, shared by the handlers' OpenAPI descriptions."""
+"""Documented responses, shared by the routes' OpenAPI descriptions.
+
+Litestar's handlers take `ResponseSpec`s; the turn routes (`app.http.turn_route`) declare
+their whole OpenAPI operation, with `OpenAPIResponse`s. Both say the same words here.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import TypeAlias
 
 from litestar.openapi import ResponseSpec
-from litestar.openapi.spec import OpenAPIHeader, OpenAPIResponse, OpenAPIType, Operation, Schema
+from litestar.openapi.spec import (
+    OpenAPIHeader,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    OpenAPIType,
+    Reference,
+    Schema,
+)
 
 from app.schemas import ErrorBody
 
@@ -14,20 +25,27 @@ def error(description: str) -> ResponseSpec:
     return ResponseSpec(data_container=ErrorBody, description=description, generate_examples=False)
 
 
-INVALID = error("The request is invalid; `error.field` names the field at fault.")
-UNAUTHORIZED = error(
+INVALID_TEXT = "The request is invalid; `error.field` names the field at fault."
+UNAUTHORIZED_TEXT = (
     "No key, a malformed `Authorization` header, or (server-key mode) an unknown app token."
 )
-RATE_LIMITED = error(
+RATE_LIMITED_TEXT = (
     "Your own limit is used up (`rate_limited`: `RATE_LIMIT_PER_MINUTE` or "
     "`TOKEN_LIMIT_PER_DAY`), or OpenRouter rate-limited the call (`rate_limited` with "
     "`upstream_status`); `Retry-After` says when to retry."
 )
+STORAGE_TEXT = "Redis is unreachable (`storage_unavailable`), or OpenRouter is (`upstream_*`)."
+
+INVALID = error(INVALID_TEXT)
+UNAUTHORIZED = error(UNAUTHORIZED_TEXT)
 NOT_FOUND = error("No such session for this key.")
-STORAGE = error("Redis is unreachable (`storage_unavailable`), or OpenRouter is (`upstream_*`).")
+STORAGE = error(STORAGE_TEXT)
 SECURITY: list[dict[str, list[str]]] = [{"OpenRouterKey": []}]
 # What every keyed route may answer besides its own outcomes.
 COMMON = {400: INVALID, 401: UNAUTHORIZED, 503: STORAGE}
+
+
+Headers: TypeAlias = dict[str, OpenAPIHeader | Reference]
 
 
 def _header(description: str) -> OpenAPIHeader:
@@ -36,7 +54,7 @@ def _header(description: str) -> OpenAPIHeader:
 
 # Sent on every answer to a turn (200, 429, and errors after the admission) while the limit
 # is set; the `-Tokens` ones while TOKEN_LIMIT_PER_DAY is.
-QUOTA_HEADERS = {
+QUOTA_HEADERS: Headers = {
     "X-RateLimit-Limit": _header("Turns allowed per minute (`RATE_LIMIT_PER_MINUTE`)."),
     "X-RateLimit-Remaining": _header("Turns you may still send at once."),
     "X-RateLimit-Reset": _header("Seconds until the full allowance is back."),
@@ -44,15 +62,30 @@ QUOTA_HEADERS = {
     "X-RateLimit-Remaining-Tokens": _header("Tokens left today."),
     "X-RateLimit-Reset-Tokens": _header("Seconds until the UTC day ends."),
 }
-RETRY_AFTER = {"Retry-After": _header("Seconds to wait before the next turn can succeed.")}
+RETRY_AFTER: Headers = {"Retry-After": _header("Seconds to wait before the next turn can succeed.")}
 
 
-@dataclass
-class TurnOperation(Operation):
-    """A route that makes turns: its 200 and 429 answers document the rate-limit headers."""
+def component(name: str) -> Reference:
+    """A reference to the schema of one of `app.schemas`' structs (or a route's own)."""
+    return Reference(f"#/components/schemas/{name}")
 
-    def __post_init__(self) -> None:
-        for status, extra in (("200", {}), ("429", RETRY_AFTER)):
-            response = self.responses.get(status) if self.responses else None
-            if isinstance(response, OpenAPIResponse):
-                response.headers = {**(response.headers or {}), **extra, **QUOTA_HEADERS}
+
+def json_response(description: str, body: str, headers: Headers | None = None) -> OpenAPIResponse:
+    """A documented JSON answer of a turn route: `body` names its schema's component."""
+    return OpenAPIResponse(
+        description=description,
+        content={"application/json": OpenAPIMediaType(schema=component(body))},
+        headers=headers,
+    )
+
+
+def turn_responses(
+    errors: dict[int, str], *, error_body: str = "ErrorBody"
+) -> dict[str, OpenAPIResponse | Reference]:
+    """A turn route's error answers; the 429 names its rate-limit headers."""
+    return {
+        str(status): json_response(
+            text, error_body, {**RETRY_AFTER, **QUOTA_HEADERS} if status == 429 else None
+        )
+        for status, text in sorted(errors.items())
+    }

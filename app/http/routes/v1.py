@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import inspect
+from typing import Any
 
 import msgspec
-from litestar import MediaType, Request, Response, get, post
+from litestar import Request, Response, get
 from litestar.di import NamedDependency
+from litestar.enums import ParamType
 from litestar.openapi import ResponseSpec
-from litestar.params import HeaderParameter, JSONBody
+from litestar.openapi.spec import (
+    OpenAPIMediaType,
+    OpenAPIType,
+    Operation,
+    Parameter,
+    RequestBody,
+    Schema,
+)
 
-from app.http.context import request_log
-from app.http.event_stream import EventStream
-from app.http.routes.chat import parse_body
+from app.http.routes import responses
 from app.http.routes.models import cached_response
 from app.http.services import Services
+from app.http.turn_route import JSONAnswer, StreamAnswer, TurnRequest, parse_body, turn_route
 from app.schemas import CompletionRequest, OpenAIErrorBody
-from app.turns.callers import Caller
 from app.turns.openai_request import SESSION_HEADER, session_from_header
 from app.turns.streaming import OPENAI_EVENTS, StreamRelay
 
@@ -47,42 +54,7 @@ class OpenAIModelListDoc(msgspec.Struct):
     data: list[dict[str, Any]]
 
 
-@post(
-    "/v1/chat/completions",
-    status_code=200,
-    summary="OpenAI chat completion, with optional server-side memory",
-    tags=["openai"],
-    security=[{"OpenRouterKey": []}],
-    responses={
-        200: ResponseSpec(
-            data_container=ChatCompletionDoc,
-            description="The completion; with `stream: true`, OpenAI's SSE chunks and "
-            "`data: [DONE]`.",
-            generate_examples=False,
-        ),
-        400: _error("Invalid body, parameter or `X-Session-Id`; `error.param` names it."),
-        401: _error("No key, or OpenRouter refused it."),
-        404: _error("No such session for this key, or no such model."),
-        429: _error("OpenRouter rate-limited the call; `Retry-After` says when to retry."),
-        502: _error("OpenRouter failed."),
-        503: _error("Redis is unreachable, or OpenRouter is."),
-    },
-)
-async def chat_completions(
-    request: Request[Any, Any, Any],
-    data: JSONBody[CompletionRequest],
-    caller: NamedDependency[Caller],
-    services: NamedDependency[Services],
-    session: Annotated[
-        str | None,
-        HeaderParameter(
-            name=SESSION_HEADER,
-            required=False,
-            description="Server-side memory: `new` starts a session, an id continues one. "
-            "Without it, nothing is stored.",
-        ),
-    ] = None,
-) -> Response[bytes]:
+async def chat_completions(request: TurnRequest) -> JSONAnswer | StreamAnswer:
     """OpenAI's `POST /chat/completions`, passed to OpenRouter.
 
     Without `X-Session-Id` the request goes upstream as sent and nothing is stored. With it,
@@ -91,28 +63,82 @@ async def chat_completions(
     the session's system prompt). `X-Session-Id: new` starts a session; the response's
     `X-Session-Id` names it. The session is the one `/chat` and `/sessions/{id}` see.
     """
-    log = request_log(request.scope)
-    # Litestar's conversion of `data` is lenient ("10" would pass as 10): read it again, strictly.
-    data, raw = parse_body(await request.body(), CompletionRequest)
-    chat = services.chat
-    turn = await chat.prepare_completion(caller, data, raw, session_from_header(session))
+    data, raw = parse_body(request.body, CompletionRequest)
+    session = session_from_header(request.header(_SESSION_HEADER_NAME))
+    log, service = request.log, request.services.chat
+    turn = await service.prepare_completion(request.caller, data, raw, session)
     headers = {SESSION_HEADER: turn.session_id} if turn.session_id else {}
     log.session_id = turn.session_id
     if data.stream:
-        upstream = await chat.stream(caller, turn)
+        upstream = await service.stream(request.caller, turn)
         relay = StreamRelay(
-            chat=chat,
-            caller=caller,
+            chat=service,
+            caller=request.caller,
             turn=turn,
             upstream=upstream,
             events=OPENAI_EVENTS,
-            keepalive_seconds=services.settings.stream_keepalive_seconds,
+            keepalive_seconds=request.services.settings.stream_keepalive_seconds,
             log=log,
         )
-        return EventStream(relay, headers)
-    completion, _ = await chat.run(caller, turn)
+        return StreamAnswer(relay, headers)
+    completion, _ = await service.run(request.caller, turn)
     log.model, log.tokens = completion.model, completion.usage.total_tokens
-    return Response(completion.body, media_type=MediaType.JSON, headers=headers)
+    return JSONAnswer(completion.body, headers)
+
+
+_SESSION_HEADER_NAME = SESSION_HEADER.lower().encode()
+
+COMPLETIONS_OPERATION = Operation(
+    tags=["openai"],
+    summary="OpenAI chat completion, with optional server-side memory",
+    description=inspect.cleandoc(chat_completions.__doc__ or ""),
+    operation_id="V1ChatCompletionsChatCompletions",
+    security=responses.SECURITY,
+    parameters=[
+        Parameter(
+            name=SESSION_HEADER,
+            param_in=ParamType.HEADER,
+            required=False,
+            schema=Schema(type=OpenAPIType.STRING),
+            description="Server-side memory: `new` starts a session, an id continues one. "
+            "Without it, nothing is stored.",
+        )
+    ],
+    request_body=RequestBody(
+        content={
+            "application/json": OpenAPIMediaType(schema=responses.component("CompletionRequest"))
+        },
+        required=True,
+    ),
+    responses={
+        "200": responses.json_response(
+            "The completion; with `stream: true`, OpenAI's SSE chunks and `data: [DONE]`.",
+            "ChatCompletionDoc",
+            responses.QUOTA_HEADERS,
+        ),
+        **responses.turn_responses(
+            {
+                400: "Invalid body, parameter or `X-Session-Id`; `error.param` names it.",
+                401: "No key, or OpenRouter refused it.",
+                404: "No such session for this key, or no such model.",
+                413: "The body is larger than `MAX_BODY_BYTES`.",
+                429: "OpenRouter rate-limited the call, or your own limit is used up; "
+                "`Retry-After` says when to retry.",
+                502: "OpenRouter failed.",
+                503: "Redis is unreachable, or OpenRouter is.",
+                504: "OpenRouter did not answer within `UPSTREAM_TIMEOUT_SECONDS`.",
+            },
+            error_body="OpenAIErrorBody",
+        ),
+    },
+)
+
+completions_route = turn_route(
+    "/v1/chat/completions",
+    chat_completions,
+    operation=COMPLETIONS_OPERATION,
+    schemas=(ChatCompletionDoc,),
+)
 
 
 @get(
@@ -137,4 +163,4 @@ async def list_models_v1(
     return cached_response(request, models, body, f'"v1-{models.etag}"', services)
 
 
-v1_handlers = [chat_completions, list_models_v1]
+v1_handlers = [completions_route, list_models_v1]
