@@ -24,9 +24,8 @@ from app.http.routes.models import list_models
 from app.http.routes.responses import QUOTA_HEADERS
 from app.http.routes.sessions import SessionController
 from app.http.routes.ui import ui_router
-from app.http.routes.v1 import completions_route, v1_handlers
+from app.http.routes.v1 import v1_handlers
 from app.http.services import services_lifespan
-from app.http.turn_route import TurnsFirst
 from app.ops.logs import configure_logging
 from app.settings import SettingsError, load_settings, require_session_secret
 
@@ -153,5 +152,6 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
             "SESSION_SECRET is not set: using an ephemeral secret, so sessions are lost on "
             "restart and cannot be shared between replicas (fine for development only)"
         )
-    turns_first = TurnsFirst(create_litestar(settings), [chat_route, completions_route])
-    return RequestContextMiddleware(turns_first, body_timeout=settings.body_read_timeout_seconds)
+    return RequestContextMiddleware(
+        create_litestar(settings), body_timeout=settings.body_read_timeout_seconds
+    )

@@ -4,8 +4,8 @@
 router, CORS and exception handlers serve them as they serve every route (an error raised here
 is rendered by `app.http.errors`, like any other); what they skip is dependency injection, the
 lenient conversion of the body that then had to be redone strictly, and response objects. That
-pipeline cost a turn as much CPU as the rest of it together (1.65-1.87x the floor of the
-repo's benchmark against 1.27-1.47x); this layer costs about 10 us.
+pipeline cost a turn 21-30% of its CPU (1.65-1.87x the floor of the repo's benchmark, against
+1.27-1.47x); the layers kept in front of every route cost 3-6%, too little to go around them.
 
 Here a turn's request is read once, with the limits Litestar applies to every other body
 (`MAX_BODY_BYTES`, and the body's deadline of `app.http.context`), and its answer written.
@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import msgspec
 from litestar import asgi
-from litestar.enums import ScopeType
 from litestar.types import HTTPScope, Receive, Scope, Send
 
 from app.errors import (
@@ -31,10 +30,8 @@ from app.errors import (
 )
 from app.http.context import request_log
 from app.http.dependencies import authenticate
-from app.http.errors import as_app_error, error_body
 
 if TYPE_CHECKING:
-    from litestar import Litestar
     from litestar.handlers import ASGIRouteHandler
     from litestar.openapi.spec import Operation
     from litestar.types import HTTPResponseBodyEvent, HTTPResponseStartEvent
@@ -48,7 +45,6 @@ T = TypeVar("T")
 
 _ALLOWED = "OPTIONS, POST"
 _JSON = (b"content-type", b"application/json")
-_encoder = msgspec.json.Encoder()
 _EVENT_STREAM = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
@@ -181,64 +177,27 @@ def turn_route(
     schemas: tuple[type[msgspec.Struct], ...] = (),
 ) -> ASGIRouteHandler:
     """`handler` as Litestar's ASGI route at `path`: `POST` only, `operation` its OpenAPI.
-
-    The route renders its own errors (by `app.http.errors`, as Litestar's handlers do), so it
-    answers alike whether Litestar routed it or `TurnsFirst` called it.
-    """
+    What it raises before the answer begins is rendered by Litestar's exception handlers,
+    which are `app.http.errors`', as on every route."""
     doc = TurnRouteDoc("post", operation, schemas)
 
-    async def answer(scope: HTTPScope, receive: Receive) -> JSONAnswer | StreamAnswer | None:
+    @asgi(path, is_mount=False, copy_scope=False, name=handler.__name__, opt={OPENAPI_OPT: doc})
+    async def serve(scope: HTTPScope, receive: Receive, send: Send) -> None:
         method = scope["method"]
         if method == "OPTIONS":
             # A preflight (with `Origin`) is Litestar's CORS; plain OPTIONS is answered here.
-            return None
+            await _send(send, 204, [(b"allow", _ALLOWED.encode())])
+            return
         if method != "POST":
             raise MethodNotAllowed(method, path, _ALLOWED)
         services = cast("Services", scope["litestar_app"].state.services)
         log = request_log(scope)
         log.caller = caller = authenticate(services, _authorizations(scope))
         body = await read_body(scope, receive, services.settings.max_body_bytes)
-        return await handler(TurnRequest(scope, services, caller, body, log))
-
-    @asgi(path, is_mount=False, copy_scope=False, name=handler.__name__, opt={OPENAPI_OPT: doc})
-    async def serve(scope: HTTPScope, receive: Receive, send: Send) -> None:
-        try:
-            turn = await answer(scope, receive)
-        except Exception as exc:
-            error = as_app_error(exc)
-            body = _encoder.encode(error_body(error, path, request_log(scope).request_id))
-            await _send(send, error.status, _json_headers(body, error.headers), body)
-            return
-        if turn is None:
-            await _send(send, 204, [(b"allow", _ALLOWED.encode())])
-        elif isinstance(turn, JSONAnswer):
+        turn = await handler(TurnRequest(scope, services, caller, body, log))
+        if isinstance(turn, JSONAnswer):
             await _send(send, 200, _json_headers(turn.body, turn.headers), turn.body)
         else:
             await _send_stream(send, receive, turn)
 
     return serve
-
-
-class TurnsFirst:
-    """Hands a turn route's request to its handler itself when Litestar's layers add nothing.
-
-    Litestar's layers in front of any route (its exception middleware, CORS and router) cost a
-    turn 10-16% of its CPU (the benchmark of revisions, against the same route behind them).
-    A request without `Origin` needs none of them: the route renders its own errors and no
-    CORS header applies. One with `Origin` goes through Litestar, whose CORS answers preflights
-    and grants; both reach the same handler.
-    """
-
-    def __init__(self, app: Litestar, routes: list[ASGIRouteHandler]) -> None:
-        self.app = app
-        self.routes = {path: route.fn for route in routes for path in route.paths}
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = self.routes.get(scope["path"]) if scope["type"] == ScopeType.HTTP else None
-        if route is None or any(name == b"origin" for name, _ in scope["headers"]):
-            await self.app(scope, receive, send)
-            return
-        # What Litestar's router sets: the app, and the route of the request's metrics.
-        scope["app"] = scope["litestar_app"] = self.app
-        scope["path_template"] = scope["path"]
-        await route(scope, receive, send)
