@@ -303,9 +303,6 @@ class OpenRouterClient:
         )
         self._fixed_headers = [
             (b"Host", self._chat_url.netloc),
-            # Bodies are relayed as they come, never decompressed: aiohttp would otherwise
-            # offer gzip, and a compressing CDN in front of OpenRouter would take it.
-            (b"Accept-Encoding", b"identity"),
             *((name, value.encode()) for name, value in attribution if value),
         ]
 
@@ -390,7 +387,17 @@ class OpenRouterClient:
             ) from None
         except httpx.PoolTimeout:
             raise UpstreamError(
-                503, "upstream_busy", "too many calls to OpenRouter in flight; retry shortly"
+                503,
+                "upstream_busy",
+                "too many calls to OpenRouter in flight; retry shortly",
+                headers={"Retry-After": "1"},
+            ) from None
+        except httpx.RemoteProtocolError:
+            raise UpstreamError(
+                502,
+                "upstream_disconnected",
+                "the connection to OpenRouter was lost after the request was sent; it may "
+                "have been received, so it was not sent again",
             ) from None
         except (TimeoutError, httpx.TimeoutException):
             raise UpstreamError(
@@ -440,7 +447,6 @@ class OpenRouterClient:
         """OpenRouter's model list, as the bytes it sent (checked to hold a `data` list)."""
         headers = [
             (b"Host", self._models_url.netloc),
-            (b"Accept-Encoding", b"identity"),
             (b"Accept", b"application/json"),
         ]
         with self._transport_errors():

@@ -21,22 +21,26 @@ import aiohttp
 import httpx
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable
 
 EVENT_STREAM = "text/event-stream"
 STREAM_CHUNK_BYTES = 16 * 1024
 
-# From the most specific: the first that matches names the httpx error. A connection that
-# closes before its answer (a keep-alive connection the server dropped) is a connect error.
+# From the most specific: the first that matches names the httpx error. Only a connection
+# never made is a connect error (retried by the client); a connection lost once the request
+# was on its way is a protocol error: the server may have received it, and billed it.
 _ERRORS: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
     (aiohttp.ClientConnectorError, httpx.ConnectError),
     (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout),
     (aiohttp.SocketTimeoutError, httpx.ReadTimeout),
     (aiohttp.ServerTimeoutError, httpx.TimeoutException),
     (aiohttp.ClientPayloadError, httpx.ReadError),
-    (aiohttp.ClientConnectionError, httpx.ConnectTimeout),
+    (aiohttp.ClientConnectionError, httpx.RemoteProtocolError),
     (aiohttp.ClientError, httpx.TransportError),
 )
+# Bodies are relayed as they come, never decompressed: aiohttp would otherwise offer gzip, and
+# a compressing CDN in front of OpenRouter would take it.
+_IDENTITY = ("accept-encoding", "identity")
 
 
 def as_httpx_error(error: BaseException) -> httpx.TransportError | None:
@@ -48,10 +52,11 @@ def as_httpx_error(error: BaseException) -> httpx.TransportError | None:
 
 
 class _BodyStream(httpx.AsyncByteStream):
-    """An event stream's body, as aiohttp reads it."""
+    """An event stream's body, as aiohttp reads it; closing it frees its connection slot."""
 
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, release: Callable[[], None]) -> None:
         self._response = response
+        self._release: Callable[[], None] | None = release
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
@@ -67,6 +72,9 @@ class _BodyStream(httpx.AsyncByteStream):
             self._response.release()
         else:
             self._response.close()
+        release, self._release = self._release, None
+        if release is not None:
+            release()
 
 
 def _body(request: httpx.Request) -> bytes:
@@ -78,13 +86,19 @@ def _body(request: httpx.Request) -> bytes:
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
-    """One aiohttp session, opened on first use (inside the event loop) and closed by `aclose`."""
+    """One aiohttp session, opened on first use (inside the event loop) and closed by `aclose`.
+
+    At most `max_connections` requests are in flight; one more waits for a slot as long as
+    httpx's `pool` timeout says, then fails with httpx's `PoolTimeout`. aiohttp's own limit
+    would fail it as a connect timeout, which is retried, and is not what happened.
+    """
 
     def __init__(self, *, max_connections: int, keepalive_seconds: float) -> None:
         self._max_connections = max_connections
         self._keepalive_seconds = keepalive_seconds
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
+        self._slots = asyncio.Semaphore(max_connections)
 
     def _open(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(
@@ -106,13 +120,29 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         timeout = self._timeouts.get(key)
         if timeout is None:
             timeout = self._timeouts[key] = aiohttp.ClientTimeout(
-                sock_connect=key[0], sock_read=key[1], connect=key[2]
+                sock_connect=key[0], sock_read=key[1]
             )
         return timeout
+
+    async def _take_slot(self, request: httpx.Request) -> None:
+        if not self._slots.locked():
+            await self._slots.acquire()  # free: returns at once
+            return
+        pool = request.extensions.get("timeout", {}).get("pool")
+        try:
+            async with asyncio.timeout(pool):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise httpx.PoolTimeout(
+                f"all {self._max_connections} upstream connections are in use"
+            ) from None
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         session = self._session or self._open()
         headers = request.headers.multi_items()  # names in lower case
+        if _IDENTITY not in headers:
+            headers.append(_IDENTITY)
+        await self._take_slot(request)
         try:
             response = await session.request(
                 request.method,
@@ -123,12 +153,16 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 compress=False,
                 timeout=self._timeout(request),
             )
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise (as_httpx_error(exc) or exc) from exc
+        except BaseException as exc:
+            self._slots.release()
+            if isinstance(exc, TimeoutError | aiohttp.ClientError):
+                raise (as_httpx_error(exc) or exc) from exc
+            raise
         raw_headers = response.raw_headers
         if response.content_type == EVENT_STREAM or ("accept", EVENT_STREAM) in headers:
+            body_stream = _BodyStream(response, self._slots.release)
             return httpx.Response(
-                response.status, headers=raw_headers, stream=_BodyStream(response), request=request
+                response.status, headers=raw_headers, stream=body_stream, request=request
             )
         try:
             body = await response.read()
@@ -142,6 +176,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             raise error from exc
         finally:
             response.release()
+            self._slots.release()
         # httpx reads a body given as `content` at once: `response.content` is there.
         return httpx.Response(response.status, headers=raw_headers, content=body, request=request)
 

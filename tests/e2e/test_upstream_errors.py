@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -326,3 +328,63 @@ def test_a_retry_after_that_is_not_a_number_of_seconds_is_ignored(
     # Retried after the usual backoff, once, and the retry answered.
     assert response.status_code == 200, response.text
     assert attempts(standin, session) == 2
+
+
+# ---- connections lost, and none to be had ----------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_connection_lost_after_the_request_is_never_sent_again(
+    client: httpx.Client,
+    redis_client: redis.Redis,
+    standin: StandinServer,
+    session: Session,
+    stream: bool,
+) -> None:
+    # OpenRouter received the request whole, then the connection died: it may be billed.
+    standin.control.script(session.key, {"drop": True}, {"drop": True}, {"drop": True})
+    response = post_chat(
+        client,
+        session.key,
+        message="second question",
+        session_id=session.session_id,
+        stream=stream,
+    )
+
+    assert_error(response, 502)
+    assert response.json()["error"]["type"] == "upstream_disconnected"
+    assert attempts(standin, session) == 1
+    assert_history_whole(client, redis_client, session)
+
+
+def test_every_upstream_connection_in_use_is_503_upstream_busy(
+    start_api: Callable[..., WebProcess],
+    redis_client: redis.Redis,
+    standin: StandinServer,
+    session: Session,
+) -> None:
+    web = start_api(UPSTREAM_MAX_CONNECTIONS="1", UPSTREAM_CONNECT_TIMEOUT_SECONDS="0.3")
+    standin.control.script(session.key, {"delay": 1.5})
+    with httpx.Client(base_url=web.url, timeout=30) as http, ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(post_chat, http, session.key, message="a slow one")
+        time.sleep(0.5)  # the slow turn holds the only connection
+        busy = failing_turn(http, session)
+        assert slow.result().status_code == 200
+
+        assert_error(busy, 503)
+        assert busy.json()["error"]["type"] == "upstream_busy"
+        assert busy.headers["retry-after"] == "1"
+        # The connection is free again once the slow turn is done.
+        assert post_chat(http, session.key, message="now there is room").status_code == 200
+    # The busy turn never reached OpenRouter: the good turn, the slow one, the last one.
+    assert len(standin.control.requests(session.key)) == 3
+
+
+def test_upstream_requests_ask_for_an_identity_encoding(
+    client: httpx.Client, standin: StandinServer, api_key: str
+) -> None:
+    chat_ok(client, api_key, message="hello")
+    post_chat(client, api_key, message="streamed", stream=True)
+
+    records = standin.control.requests(api_key)
+    assert [r["headers"].get("accept-encoding") for r in records] == ["identity", "identity"]

@@ -55,6 +55,9 @@ async def send_reply_override(ex: Exchange, reply: Reply) -> bool:
     if reply.hang:
         await ex.disconnected.wait()
         return True
+    if reply.drop:
+        await ex.drop()
+        return True
     headers = step_headers(reply)
     if reply.raw_body is not None:
         body = reply.raw_body.encode()

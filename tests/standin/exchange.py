@@ -93,6 +93,16 @@ class Exchange:
         self._finishing = True
         raise ConnectionCut
 
+    async def drop(self) -> None:
+        """Close the connection before any answer. ASGI has no message for that; uvicorn's
+        `send` belongs to the request's cycle, which holds the connection's transport."""
+        transport = getattr(getattr(self._send, "__self__", None), "transport", None)
+        if transport is None:
+            raise RuntimeError("the server under the stand-in exposes no transport to close")
+        transport.close()
+        self.watch_disconnect()
+        await self.disconnected.wait()  # uvicorn then sends nothing in place of an answer
+
     async def end(self, data: bytes = b"") -> None:
         self._finishing = True
         await self._send({"type": "http.response.body", "body": data, "more_body": False})

@@ -26,6 +26,9 @@ class Reply(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=Tru
     content_type: str = "text/html"
     delay: NonNegFloat = 0.0
     hang: bool = False
+    # Read the request whole, then close the connection without a byte of answer: a server
+    # that received the request and died, or a network that lost the answer.
+    drop: bool = False
 
     def __post_init__(self) -> None:
         # An error envelope with a 2xx/3xx status is never what OpenRouter sends; a non-error

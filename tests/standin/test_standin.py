@@ -189,6 +189,19 @@ def test_auth_failures_are_401_without_user_id(
     assert response.json() == {"error": {"message": message, "code": 401}}
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_drop_reads_the_request_and_closes_without_an_answer(
+    chat: Chat, control: StandinControl, key: str, stream: bool
+) -> None:
+    control.script(key, {"drop": True})
+
+    with pytest.raises(httpx.RemoteProtocolError):
+        chat(stream=stream)
+    [record] = control.requests(key)
+    assert record["body"]["messages"] == [{"role": "user", "content": "hello world"}]
+    assert chat().status_code == 200  # one request only: the next is served
+
+
 def test_unknown_model_is_400_as_json_even_for_streams(
     chat: Chat,
 ) -> None:
