@@ -78,6 +78,13 @@ class ChatRequest(msgspec.Struct, kw_only=True, frozen=True):
     ] = False
 
 
+# No call to any model uses this many tokens or costs this many USD: a usage figure beyond
+# them is a bad number, not usage. Checked where OpenRouter's answer is read, and by every
+# script that writes one (`app.store.client.lua_script` gives them to Lua).
+MAX_TOKENS_PER_CALL = 100_000_000
+MAX_COST_PER_CALL = 10_000.0
+
+
 class Usage(msgspec.Struct, kw_only=True, frozen=True):
     """Token counts and cost of one upstream call, as OpenRouter reports them."""
 
@@ -281,6 +288,10 @@ class Stats(msgspec.Struct, kw_only=True, frozen=True):
     days: list[DayStats]
     sessions: Annotated[int, Meta(description="Entries in `chat:sessions`.")]
     usage_backlog: Annotated[int, Meta(description="Usage events not yet applied.")]
+    usage_dead: Annotated[
+        int,
+        Meta(description="Usage events the worker could not apply, in all: `chat:usage:dead`."),
+    ]
     worker: Literal["ok", "stale", "absent"]
 
 

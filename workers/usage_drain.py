@@ -21,7 +21,8 @@ MAX_BATCHES = 40
 
 
 class UsageDrain:
-    """Moves usage events from `chat:usage:inbox` into counters, exactly once each."""
+    """Moves usage events from `chat:usage:inbox` into counters, exactly once each; an event
+    it cannot apply goes, with its reason, to `chat:usage:dead`."""
 
     def __init__(self, redis: Redis, *, retention_days: int) -> None:
         self._script = LuaScript(redis, lua_script("drain_usage.lua"))
@@ -30,18 +31,20 @@ class UsageDrain:
     async def run(self) -> int:
         """Drain what is there; returns how many events were applied."""
         started = time.perf_counter()
-        applied_total = dropped_total = 0
+        applied_total = dead_total = 0
         for _ in range(MAX_BATCHES):
-            applied, dropped = await self._script(
-                keys=[keys.USAGE_INBOX], args=[BATCH_SIZE, keys.PREFIX, self._retention_ms]
+            applied, dead = await self._script(
+                keys=[keys.USAGE_INBOX, keys.USAGE_DEAD],
+                args=[BATCH_SIZE, keys.PREFIX, self._retention_ms, keys.USAGE_DEAD_CAP],
             )
             applied_total += applied
-            dropped_total += dropped
-            if applied + dropped < BATCH_SIZE:
+            dead_total += dead
+            if applied + dead < BATCH_SIZE:
                 break
-        if dropped_total:
+        if dead_total:
             logger.error(
-                "dropped unreadable usage events", extra={"fields": {"dropped": dropped_total}}
+                "usage events set aside in the dead-letter list",
+                extra={"fields": {"dead": dead_total, "list": keys.USAGE_DEAD}},
             )
         if applied_total:
             logger.info(

@@ -55,6 +55,15 @@ UPSTREAM_ERRORS = Counter(
     "chat_upstream_errors", "Failed upstream calls, by OpenRouter's status", ["status"]
 )
 REDIS_ERRORS = Counter("chat_redis_errors", "Requests that failed because Redis did not answer")
+# What the worker keeps in Redis, as the latest scrape of any process read it there.
+USAGE_BACKLOG = Gauge(
+    "chat_usage_inbox_events", "Usage events not applied yet", multiprocess_mode="mostrecent"
+)
+USAGE_DEAD = Gauge(
+    "chat_usage_dead_events",
+    "Usage events the worker could not apply, in all (set aside in chat:usage:dead)",
+    multiprocess_mode="mostrecent",
+)
 
 # The request id of a recent request per bucket of REQUEST_SECONDS, for /metrics.
 EXEMPLARS = ExemplarStore(LATENCY_BUCKETS, os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None)

@@ -37,6 +37,15 @@ def day_stats(day: str, fields: dict[bytes, bytes]) -> DayStats:
     return DayStats(day=day, totals=totals, models=dict(sorted(models.items())))
 
 
+async def usage_counts(redis: Redis) -> tuple[int, int]:
+    """The usage events waiting in the inbox, and those ever set aside as dead."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.llen(keys.USAGE_INBOX)
+        pipe.get(keys.USAGE_DEAD_COUNT)
+        backlog, dead = await pipe.execute()
+    return int(backlog), int(dead or 0)
+
+
 async def read_stats(redis: Redis, *, days: int) -> Stats:
     """The last `days` UTC days, today first, in one round trip."""
     today = datetime.now(UTC).date()
@@ -46,11 +55,13 @@ async def read_stats(redis: Redis, *, days: int) -> Stats:
             pipe.hgetall(keys.daily_metrics(day))
         pipe.zcard(keys.ALL_SESSIONS)
         pipe.llen(keys.USAGE_INBOX)
+        pipe.get(keys.USAGE_DEAD_COUNT)
         pipe.get(keys.WORKER_HEARTBEAT)
-        *per_day, sessions, backlog, beat = await pipe.execute()
+        *per_day, sessions, backlog, dead, beat = await pipe.execute()
     return Stats(
         days=[day_stats(day, fields) for day, fields in zip(names, per_day, strict=True)],
         sessions=sessions,
         usage_backlog=backlog,
+        usage_dead=int(dead or 0),
         worker=worker_state(beat, time.time()),
     )

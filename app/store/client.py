@@ -17,6 +17,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from app.clock import DAY_MS
+from app.schemas import MAX_COST_PER_CALL, MAX_TOKENS_PER_CALL
+
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Sequence
 
@@ -178,13 +181,21 @@ async def _drop_or_raise(connection: AbstractConnection, error: BaseException) -
         raise error
 
 
+# The constants every script shares, from the Python that defines them: one value each.
+_CONSTANTS = (
+    f"local DAY_MS = {DAY_MS}\n"
+    f"local MAX_TOKENS_PER_CALL = {MAX_TOKENS_PER_CALL}\n"
+    f"local MAX_COST_PER_CALL = {MAX_COST_PER_CALL!r}\n"
+)
+
+
 def lua_script(name: str, *, after: tuple[str, ...] = ()) -> str:
-    """The text of `lua/<name>` in this package, behind `prelude.lua` (the constants every
-    script shares) and the scripts of `after` (shared functions: Redis scripts cannot call one
-    another)."""
+    """The text of `lua/<name>` in this package, behind the shared constants, `prelude.lua`
+    (the functions every script shares) and the scripts of `after` (shared functions: Redis
+    scripts cannot call one another)."""
     folder = files("app.store").joinpath("lua")
     parts = ("prelude.lua", *after, name)
-    return "".join(folder.joinpath(part).read_text(encoding="utf-8") for part in parts)
+    return _CONSTANTS + "".join(folder.joinpath(part).read_text(encoding="utf-8") for part in parts)
 
 
 async def awaited(command: Awaitable[Any] | Any) -> Any:

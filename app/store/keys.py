@@ -21,6 +21,12 @@ MODELS = f"{PREFIX}:models"
 MODELS_REFRESH_LOCK = f"{PREFIX}:models:refresh"
 # List: usage records of committed turns and failed calls, drained by the worker.
 USAGE_INBOX = f"{PREFIX}:usage:inbox"
+# List, capped at USAGE_DEAD_CAP: the inbox events the worker could not apply, newest last,
+# each `{"reason", "event" (as it was in the inbox), "at" (ms)}`.
+USAGE_DEAD = f"{PREFIX}:usage:dead"
+USAGE_DEAD_CAP = 1000
+# String: how many events went to USAGE_DEAD, in all.
+USAGE_DEAD_COUNT = f"{PREFIX}:usage:dead:count"
 # String with a TTL: the worker's heartbeat (unix seconds of its last beat).
 WORKER_HEARTBEAT = f"{PREFIX}:worker:heartbeat"
 

@@ -25,10 +25,17 @@ from redis.exceptions import RedisError
 
 from app.errors import AppError, UpstreamError, openai_detail
 from app.ops import prometheus
-from app.schemas import ChatResponse, ErrorDetail, OpenAIErrorBody, ToolCall, ToolCallFunction
+from app.schemas import (
+    ChatResponse,
+    ErrorDetail,
+    OpenAIErrorBody,
+    ToolCall,
+    ToolCallFunction,
+    Usage,
+)
 from app.store.failures import storage_error
 from app.turns.service import chat_answer
-from app.upstream.client import Completion, ErrorObject, WireUsage
+from app.upstream.client import Completion, ErrorObject
 
 if TYPE_CHECKING:
     from app.schemas import StoredMessage
@@ -165,7 +172,7 @@ class _Received:
         self.model = model
         self.generation_id = generation_id
         self.finish_reason: str | None = None
-        self.usage = WireUsage()
+        self.usage = Usage()
 
     def add(self, chunk: StreamChunk) -> str:
         text = chunk.text
@@ -179,7 +186,7 @@ class _Received:
         self.generation_id = self.generation_id or chunk.id
         self.finish_reason = chunk.finish_reason or self.finish_reason
         if chunk.usage is not None:
-            self.usage = chunk.usage
+            self.usage = chunk.usage.public()
         return text
 
     def completion(self, started: float, *, calls: bool = True) -> Completion:
@@ -190,7 +197,7 @@ class _Received:
             model=self.model,
             finish_reason=self.finish_reason,
             generation_id=self.generation_id,
-            usage=self.usage.public(),
+            usage=self.usage,
             latency_ms=round((time.perf_counter() - started) * 1000, 1),
             tool_calls=tool_calls or None,
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import logging
 import math
 import random
 import time
@@ -14,11 +15,13 @@ import httpx
 import msgspec
 
 from app.errors import UpstreamError
-from app.schemas import ToolCall, Usage
+from app.schemas import MAX_COST_PER_CALL, MAX_TOKENS_PER_CALL, ToolCall, Usage
 from app.upstream.sse import sse_batches
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
+
+logger = logging.getLogger("app.upstream")
 
 # Statuses worth another attempt: nothing was generated, so nothing is billed twice.
 RETRY_STATUSES = frozenset({408, 502, 503})
@@ -45,18 +48,55 @@ class _ErrorEnvelope(msgspec.Struct, frozen=True):
     error: ErrorObject | None = None
 
 
+def _count(value: Any) -> int | None:
+    """A token count as reported, or None when it cannot be one."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if 0 <= value <= MAX_TOKENS_PER_CALL else None
+    return None
+
+
+def _cost(value: Any) -> float | None:
+    """A cost in USD as reported, or None when it cannot be one (NaN fails both bounds)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value) if 0 <= value <= MAX_COST_PER_CALL else None
+    return None
+
+
 class WireUsage(msgspec.Struct, frozen=True):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
-    cost: float | None = None
+    """`usage` as OpenRouter sent it, its figures of any type: read it through `public`.
+
+    Typed strictly, one odd figure (a count past 64 bits, a string, a negative cost) would
+    fail the whole answer, or reach a script that writes it.
+    """
+
+    prompt_tokens: Any = None
+    completion_tokens: Any = None
+    total_tokens: Any = None
+    cost: Any = None
 
     def public(self) -> Usage:
+        """The figures that can be right; each one that cannot is unknown (0, or no cost),
+        and the answer's bad figures are logged once."""
+        prompt, completion = _count(self.prompt_tokens), _count(self.completion_tokens)
+        total, cost = _count(self.total_tokens), _cost(self.cost)
+        figures = (
+            ("prompt_tokens", self.prompt_tokens, prompt),
+            ("completion_tokens", self.completion_tokens, completion),
+            ("total_tokens", self.total_tokens, total),
+            ("cost", self.cost, cost),
+        )
+        bad = [name for name, sent, read in figures if sent is not None and read is None]
+        if bad:
+            logger.warning(
+                "OpenRouter reported usage figures that cannot be right: counted as unknown",
+                extra={"fields": {"usage_fields": bad}},
+            )
+        known = (prompt or 0) + (completion or 0)
         return Usage(
-            prompt_tokens=self.prompt_tokens,
-            completion_tokens=self.completion_tokens,
-            total_tokens=self.total_tokens or self.prompt_tokens + self.completion_tokens,
-            cost=self.cost,
+            prompt_tokens=prompt or 0,
+            completion_tokens=completion or 0,
+            total_tokens=total if total is not None and total >= known else known,
+            cost=cost,
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -388,3 +389,58 @@ def test_upstream_requests_ask_for_an_identity_encoding(
 
     records = standin.control.requests(api_key)
     assert [r["headers"].get("accept-encoding") for r in records] == ["identity", "identity"]
+
+
+# ---- usage figures that cannot be right ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("usage", "expected"),
+    [
+        # A count past 64 bits once failed the commit after its writes, and jammed the worker.
+        (
+            {"prompt_tokens": 2**70, "completion_tokens": 5, "total_tokens": 2**70 + 5},
+            {"prompt_tokens": 0, "completion_tokens": 5, "total_tokens": 5, "cost": None},
+        ),
+        (
+            {"prompt_tokens": -3, "completion_tokens": 4, "total_tokens": 1, "cost": -0.5},
+            {"prompt_tokens": 0, "completion_tokens": 4, "total_tokens": 4, "cost": None},
+        ),
+        (
+            {"prompt_tokens": 7.5, "completion_tokens": "6", "total_tokens": 10**9, "cost": 1e6},
+            {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "cost": None},
+        ),
+        (
+            {"prompt_tokens": True, "completion_tokens": 2, "total_tokens": 9, "cost": 0.002},
+            {"prompt_tokens": 0, "completion_tokens": 2, "total_tokens": 9, "cost": 0.002},
+        ),
+    ],
+)
+@pytest.mark.parametrize("stream", [False, True])
+def test_usage_figures_that_cannot_be_right_count_as_unknown(
+    client: httpx.Client,
+    redis_client: redis.Redis,
+    standin: StandinServer,
+    api_key: str,
+    usage: dict[str, Any],
+    expected: dict[str, Any],
+    stream: bool,
+) -> None:
+    standin.control.script(api_key, {"usage": usage, "content": "an answer"})
+    response = post_chat(client, api_key, message="count me", session_id="odd", stream=stream)
+
+    assert response.status_code == 200, response.text
+    if stream:
+        done = [line for line in response.text.splitlines() if '"type":"done"' in line]
+        answer = json.loads(done[0].removeprefix("data: "))
+    else:
+        answer = response.json()
+    assert answer["usage"] == expected
+    assert answer["tokens_used"] == expected["total_tokens"]
+    # The whole turn is saved, and its usage event holds only figures that can be right.
+    assert redis_client.llen("chat:{odd}:messages") == 2
+    inbox: list[bytes] = redis_client.lrange(USAGE_INBOX, 0, -1)  # type: ignore[assignment]
+    [event] = [json.loads(raw) for raw in inbox]
+    for name in ("prompt_tokens", "completion_tokens", "total_tokens"):
+        assert event.get(name, 0) == expected[name]
+    assert event.get("cost", 0.0) == (expected["cost"] or 0.0)

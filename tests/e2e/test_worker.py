@@ -497,23 +497,74 @@ def test_worker_beats_every_few_seconds(
 # ---- failures --------------------------------------------------------------------------------
 
 
-def test_unreadable_events_are_dropped_and_logged_once(
-    client: httpx.Client, api_key: str, redis_client: redis.Redis, start_worker: StartWorker
+DEAD = "chat:usage:dead"
+# Each fails the drain's checks for a reason of its own; a bad figure once jammed the worker.
+POISON: list[tuple[bytes | str, str]] = [
+    (b"not json at all", "not JSON"),
+    (json.dumps({"model": 7}), "model: not a string"),
+    (json.dumps([1, 2]), "model: not a string"),
+    (
+        '{"model": "m", "day": "2026-12-03", "at": 1, "prompt_tokens": 18446744073709551616}',
+        "prompt_tokens: not a count of tokens",
+    ),
+    (
+        '{"model": "m", "day": "2026-12-03", "at": 1, "completion_tokens": -4}',
+        "completion_tokens: not a count of tokens",
+    ),
+    (
+        '{"model": "m", "day": "2026-12-03", "at": 1, "total_tokens": 1.5}',
+        "total_tokens: not a count of tokens",
+    ),
+    ('{"model": "m", "day": "2026-12-03", "at": 1, "cost": 1e400}', "cost: not an amount"),
+    ('{"model": "m", "day": "2026-12-03", "at": 1, "cost": "0.1"}', "cost: not an amount"),
+    ('{"model": "m", "day": "2026-12-03", "at": 1, "status": 42}', "status: not an HTTP status"),
+    ('{"model": "m", "day": "yesterday", "at": 1}', "day: not YYYY-MM-DD"),
+]
+
+
+def test_events_the_drain_cannot_apply_go_to_the_dead_letter_list(
+    client: httpx.Client,
+    api_key: str,
+    redis_client: redis.Redis,
+    start_worker: StartWorker,
+    start_api: Callable[..., WebProcess],
 ) -> None:
-    reply = chat(client, api_key, "a readable turn")
-    redis_client.rpush(INBOX, b"not json at all", json.dumps({"model": 7}))
+    # Good turns, and between each two of them poison, all in the inbox before a worker runs.
+    replies = []
+    for index, (raw, _) in enumerate(POISON):
+        replies.append(chat(client, api_key, f"a good turn {index}"))
+        redis_client.rpush(INBOX, raw)
+    replies.append(chat(client, api_key, "the last good turn"))
     worker = start_worker()
-    wait_for(
-        lambda: session_usage(client, api_key, reply["session_id"])["turns"] == 1,
-        timeout=VISIBLE_WITHIN,
-        what="the readable turn applied",
-    )
-    assert redis_client.llen(INBOX) == 0
-    time.sleep(2.2)  # two more drain ticks: a retried bad event would be logged again
-    dropped = logged(worker, "dropped unreadable usage events")
-    assert [entry["level"] for entry in dropped] == ["ERROR"] * len(dropped)
-    assert sum(entry["dropped"] for entry in dropped) == 2
-    assert redis_client.llen(INBOX) == 0
+
+    wait_for(lambda: redis_client.llen(INBOX) == 0, timeout=VISIBLE_WITHIN, what="inbox drained")
+    time.sleep(2.2)  # two more drain ticks: a poison event applied again would count twice
+    # Each good turn counted exactly once, in its session and in the day's metrics.
+    for reply in replies:
+        assert session_usage(client, api_key, reply["session_id"])["turns"] == 1
+    totals = metric_totals(redis_client)
+    assert totals[DEFAULT_MODEL]["requests"] == len(replies)
+    assert "m" not in totals
+    # Each poison event is in the dead-letter list, whole, with its reason; and counted.
+    entries: list[bytes] = redis_client.lrange(DEAD, 0, -1)  # type: ignore[assignment]
+    dead = [json.loads(entry) for entry in entries]
+    assert [(entry["event"], entry["reason"]) for entry in dead] == [
+        (raw.decode() if isinstance(raw, bytes) else raw, reason) for raw, reason in POISON
+    ]
+    assert all(isinstance(entry["at"], int) for entry in dead)
+    count: bytes | None = redis_client.get(f"{DEAD}:count")  # type: ignore[assignment]
+    assert int(count or 0) == len(POISON)
+    logs = logged(worker, "usage events set aside in the dead-letter list")
+    assert [entry["level"] for entry in logs] == ["ERROR"] * len(logs)
+    assert sum(entry["dead"] for entry in logs) == len(POISON)
+    # Operators see them counted in /metrics and /admin/stats.
+    metrics = client.get("/metrics").text
+    assert f"chat_usage_dead_events {float(len(POISON))}" in metrics.splitlines()
+    assert "chat_usage_inbox_events 0.0" in metrics.splitlines()
+    token = "admin-token-for-dead-letters-0123"
+    with httpx.Client(base_url=start_api(ADMIN_TOKEN=token).url, timeout=30) as admin:
+        stats = admin.get("/admin/stats", headers=bearer(token)).json()
+    assert (stats["usage_dead"], stats["usage_backlog"]) == (len(POISON), 0)
 
 
 def test_failing_job_is_retried_with_backoff_then_logged_with_reason(

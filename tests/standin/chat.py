@@ -161,7 +161,7 @@ async def _complete(
         created=created,
         content=completion.text,
         finish_reason=finish_reason,
-        usage_body=usage,
+        usage_body=step.usage if step.usage is not None else usage,
         error=step.choice_error,
         tool_calls=step.tool_calls,
     )

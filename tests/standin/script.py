@@ -55,6 +55,9 @@ class Step(Reply, kw_only=True, frozen=True, forbid_unknown_fields=True):
     pause_after: NonNegInt | None = None
     pause_seconds: NonNegFloat = 0.0
     usage_chunk: Literal["dummy", "empty", "none"] = "dummy"
+    # The `usage` object reported in place of the true one (in a stream, by its usage chunk):
+    # figures of any type, as a provider may get them wrong.
+    usage: dict[str, Any] | None = None
     no_finish: bool = False
     no_done: bool = False
     drop_after: NonNegInt | None = None

@@ -77,7 +77,7 @@ class StreamSender:
         if not step.no_finish:
             await ex.write(self.chunks.finish(finish_reason))
         if step.usage_chunk != "none":
-            usage = self._usage()
+            usage = self._usage() if step.usage is None else step.usage
             await ex.write(self.chunks.usage(usage, empty_choices=step.usage_chunk == "empty"))
         await self._close(done=not step.no_done)
         self._ended(finish_reason)

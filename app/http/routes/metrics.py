@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -11,11 +12,13 @@ from litestar.di import NamedDependency
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.openmetrics import exposition as openmetrics_exposition
+from redis.exceptions import RedisError
 
 from app.errors import Unauthorized
 from app.http.services import Services
 from app.ops import prometheus, tally
 from app.ops.exemplars import WithExemplars
+from app.store.admin_stats import usage_counts
 from app.turns.callers import bearer_matches
 
 if TYPE_CHECKING:
@@ -60,14 +63,19 @@ def exposition(openmetrics: bool) -> tuple[bytes, str]:
     return body, OPENMETRICS_CONTENT_TYPE
 
 
-@get("/metrics", include_in_schema=False, sync_to_thread=False)
-def metrics(
+@get("/metrics", include_in_schema=False)
+async def metrics(
     request: Request[Any, Any, Any], services: NamedDependency[Services]
 ) -> Response[bytes]:
     """Prometheus text format, or OpenMetrics (with exemplars: request ids beside the latency
-    buckets) when the Accept header asks for it; behind `METRICS_TOKEN` when it is set."""
+    buckets) when the Accept header asks for it; behind `METRICS_TOKEN` when it is set. The
+    worker's counts are read from Redis; while it is away, the last ones read are kept."""
     if services.settings.metrics_token:
         _check_token(request, services.settings.metrics_token)
+    with contextlib.suppress(RedisError):
+        backlog, dead = await usage_counts(services.redis)
+        prometheus.USAGE_BACKLOG.set(backlog)
+        prometheus.USAGE_DEAD.set(dead)
     openmetrics = "application/openmetrics-text" in request.headers.get("accept", "")
     body, content_type = exposition(openmetrics)
     return Response(body, media_type=content_type)

@@ -14,6 +14,20 @@ local session_id, owner, turn_id, now, ttl, cap =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
 local FIRST_MESSAGE = 12
 
+-- Every argument is checked before the first write: a bad one fails the commit whole.
+if not (is_whole(now, 0, 1e15) and is_whole(ttl, 1, 1e15) and is_whole(cap, 2, 1e9)) then
+  return redis.error_reply('ERR commit_turn: now, ttl and the history cap must be whole numbers')
+end
+if ARGV[11] ~= '' and not is_whole(ARGV[11], 0, MAX_TOKENS_PER_CALL) then
+  return redis.error_reply('ERR commit_turn: the tokens of the day must be a count of tokens')
+end
+if ARGV[10] ~= '' and not pcall(cjson.decode, ARGV[10]) then
+  return redis.error_reply('ERR commit_turn: the usage record is not JSON')
+end
+if #ARGV < FIRST_MESSAGE then
+  return redis.error_reply('ERR commit_turn: no messages to commit')
+end
+
 local current = redis.call('HGET', meta, 'owner')
 if current and current ~= owner then
   return {0, 0, -1}

@@ -1,0 +1,72 @@
+"""The scripts that write check every argument before their first write: a bad one fails the
+script with nothing written, never half a turn (real Redis, the scripts as the API loads them)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+import redis as redis_lib
+
+from app.store import keys
+from app.store.client import lua_script
+from app.store.sessions import commit_turn_script
+
+if TYPE_CHECKING:
+    import redis
+
+GOOD = {"ttl": "60000", "cap": "50", "tokens": "12", "usage": '{"model": "m"}'}
+MESSAGES = ['{"role": "user", "content": "hi"}', '{"role": "assistant", "content": "hello"}']
+
+
+def commit(client: redis.Redis, session_id: str, **args: str) -> object:
+    given = {**GOOD, **args}
+    session = keys.session_keys(session_id)
+    return client.eval(
+        commit_turn_script(),
+        9,
+        session.meta,
+        session.messages,
+        session.turns,
+        session.usage,
+        keys.ALL_SESSIONS,
+        keys.owner_sessions("owner"),
+        keys.USAGE_INBOX,
+        keys.OWNERS,
+        keys.owner_limit("owner"),
+        session_id, "owner", "turn-1", "1764720000000", given["ttl"], given["cap"], "m", "t",
+        "", given["usage"], given["tokens"], *MESSAGES,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"tokens": str(2**70)},
+        {"tokens": "-1"},
+        {"tokens": "1.5"},
+        {"tokens": "many"},
+        {"ttl": "soon"},
+        {"cap": "0"},
+        {"usage": "{not json"},
+    ],
+)
+def test_a_commit_with_a_bad_argument_writes_nothing(
+    redis_client: redis.Redis, bad: dict[str, str]
+) -> None:
+    with pytest.raises(redis_lib.ResponseError, match="commit_turn"):
+        commit(redis_client, "bad-args", **bad)
+    assert redis_client.keys("*") == []
+    # The same commit with good arguments writes the turn whole.
+    assert commit(redis_client, "bad-args") == [1, 2, 12]
+    assert redis_client.llen(keys.session_keys("bad-args").messages) == 2
+
+
+def test_a_pass_through_with_a_bad_count_writes_nothing(redis_client: redis.Redis) -> None:
+    script = lua_script("pass_through.lua", after=("day_tokens.lua",))
+    inbox, limit = keys.USAGE_INBOX, keys.owner_limit("owner")
+    with pytest.raises(redis_lib.ResponseError, match="pass_through"):
+        redis_client.eval(script, 2, inbox, limit, '{"model": "m"}', str(2**64))
+    assert redis_client.keys("*") == []
+    used: object = redis_client.eval(script, 2, inbox, limit, '{"model": "m"}', "7")
+    assert used == 7
