@@ -238,6 +238,7 @@ class StreamRelay:
         self._last_sent = 0.0
         # Set while the turn is being written: a hang-up then must not cut the write short.
         self._committing = False
+        self._ended = False
         self._awaiting_first_token = True
 
     async def run(self, send: Send, receive: Receive) -> None:
@@ -268,6 +269,11 @@ class StreamRelay:
             self._log.model = self._received.model
             self._log.tokens = self._received.usage.total_tokens
 
+    async def _end(self, send: Send, data: bytes) -> None:
+        """Send the stream's last event, `done` or `error`: once."""
+        self._ended = True
+        await self._send(send, data)
+
     async def _send(self, send: Send, data: bytes) -> None:
         await send({"type": "http.response.body", "body": data, "more_body": True})
         self._last_sent = asyncio.get_running_loop().time()
@@ -280,6 +286,16 @@ class StreamRelay:
                 await self._send(send, KEEPALIVE)
 
     async def _relay(self, send: Send) -> None:
+        """Every way a stream ends sends one last event: `done`, or `error`."""
+        try:
+            await self._relay_events(send)
+        except Exception:  # a fault of ours: the client still hears that the stream ended
+            logger.exception("a stream failed")
+            if self._ended:
+                raise
+            await self._end(send, self._error_event(AppError("internal error")))
+
+    async def _relay_events(self, send: Send) -> None:
         try:
             async for batch in self._upstream.batches():
                 out: list[bytes] = []
@@ -324,16 +340,19 @@ class StreamRelay:
             saved = await self._chat.commit(self._caller, self._turn, completion)
         except RedisError as exc:
             logger.warning("could not save a streamed turn")
-            await self._send(send, self._error_event(storage_error(exc)))
+            await self._end(send, self._error_event(storage_error(exc)))
             return
-        await self._send(send, self._events.done(self._turn, completion, saved))
+        except AppError as exc:  # another owner took the session's id while this streamed
+            await self._end(send, self._error_event(exc))
+            return
+        await self._end(send, self._events.done(self._turn, completion, saved))
 
     async def _failed(self, send: Send, error: AppError) -> None:
         """The client gets the error event; text already produced is saved, marked."""
         status = error.upstream_status if isinstance(error, UpstreamError) else None
         self._committing = True
         await self._save_partial(error=error.message, status=status or error.status)
-        await self._send(send, self._error_event(error))
+        await self._end(send, self._error_event(error))
 
     async def _interrupted(self, relay: asyncio.Future[None]) -> None:
         """The client hung up, or the server is stopping: stop the relay and the upstream now,

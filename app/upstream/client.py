@@ -37,11 +37,14 @@ _PASSED_THROUGH = {400: "upstream_bad_request", 401: "upstream_unauthorized",
 
 
 class ErrorObject(msgspec.Struct, frozen=True):
-    """OpenRouter's `error` object; `code` may be a number or a string."""
+    """OpenRouter's `error` object; `code` may be a number or a string, or be missing where
+    the newer `http_status` and `availability` are given."""
 
     message: str = ""
     code: int | str | None = None
     metadata: dict[str, Any] | None = None
+    http_status: int | None = None
+    availability: dict[str, Any] | None = None
 
 
 class _ErrorEnvelope(msgspec.Struct, frozen=True):
@@ -219,7 +222,7 @@ def error_from_object(
     # isdigit() alone admits "²", which int() refuses.
     text = str(code) if isinstance(code, int | str) else ""
     upstream_status = int(text) if text.isascii() and text.isdigit() else None
-    upstream_status = upstream_status or fallback_status
+    upstream_status = upstream_status or error.http_status or fallback_status
     status, error_type = status_for(upstream_status)
     message = error.message or f"OpenRouter answered {upstream_status}"
     raw = (error.metadata or {}).get("raw")
@@ -227,8 +230,10 @@ def error_from_object(
         # Scrubbed before it is cut: a cut through the key would leave its start unmatched.
         message = f"{message}: {scrub(raw, key)[:500]}"
     passed_headers = {}
-    if headers and status in (429, 503) and "retry-after" in headers:
-        passed_headers["Retry-After"] = headers["retry-after"]
+    if status in (429, 503):
+        retry_after = retry_after_of(error, headers or {})
+        if retry_after is not None:
+            passed_headers["Retry-After"] = retry_after
     return UpstreamError(
         status,
         error_type,
@@ -236,6 +241,44 @@ def error_from_object(
         upstream_status=upstream_status,
         headers=passed_headers,
     )
+
+
+def _seconds_text(value: Any) -> str | None:
+    """Whole seconds, as `Retry-After` states them, from a number of seconds."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return str(max(math.ceil(value), 0))
+    if isinstance(value, str):
+        return _seconds_text(retry_after_seconds(value))
+    return None
+
+
+def retry_after_of(error: ErrorObject, headers: dict[str, str]) -> str | None:
+    """When to retry a 429 or 503, from wherever OpenRouter said it: its `Retry-After` header,
+    or in the body the provider's `Retry-After` (`metadata.headers`), `retry_after_seconds`,
+    `availability.retry_after`, or the platform limit's `X-RateLimit-Reset` (epoch ms)."""
+    if "retry-after" in headers:
+        return headers["retry-after"]
+    metadata = error.metadata or {}
+    mirrored = metadata.get("headers")
+    mirrored = (
+        {str(k).lower(): v for k, v in mirrored.items()} if isinstance(mirrored, dict) else {}
+    )
+    availability = error.availability or {}
+    for value in (
+        mirrored.get("retry-after"),
+        metadata.get("retry_after_seconds"),
+        availability.get("retry_after"),
+    ):
+        seconds = _seconds_text(value)
+        if seconds is not None:
+            return seconds
+    reset = mirrored.get("x-ratelimit-reset")
+    reset_ms = (
+        int(reset) if isinstance(reset, str) and reset.isascii() and reset.isdigit() else None
+    )
+    if reset_ms is not None:
+        return str(max(math.ceil(reset_ms / 1000 - time.time()), 1))
+    return None
 
 
 def error_from_response(
@@ -291,6 +334,24 @@ def parse_completion(body: bytes, *, requested_model: str, key: str) -> tuple[_C
         error = choice.error or ErrorObject(message="the provider failed while generating")
         raise error_from_object(error, fallback_status=502, key=key)
     return completion, completion.model or requested_model
+
+
+def _is_event_stream(response: httpx.Response) -> bool:
+    content_type: str = response.headers.get("content-type", "")
+    return content_type.startswith("text/event-stream")
+
+
+def _not_a_stream(body: bytes, key: str) -> UpstreamError:
+    """The error a 200 answer that is not an event stream stands for."""
+    try:
+        error = _error_decoder.decode(body).error
+    except msgspec.DecodeError:
+        error = None
+    if error is None:
+        return UpstreamError(
+            502, "upstream_error", "OpenRouter answered a stream request with no event stream"
+        )
+    return error_from_object(error, fallback_status=502, key=key)
 
 
 async def _read_and_close(response: httpx.Response) -> None:
@@ -453,6 +514,10 @@ class OpenRouterClient:
         with self._transport_errors():
             async with asyncio.timeout(self._timeout):
                 response = await self._send(key, payload, stream=stream)
+                if stream and response.status_code == 200 and not _is_event_stream(response):
+                    # A stream asked for, JSON answered: an error, sent with a 200.
+                    await _read_and_close(response)
+                    raise _not_a_stream(response.content, key)
         if response.status_code != 200:
             raise error_from_response(response.status_code, response.content, response.headers, key)
         return response

@@ -6,6 +6,7 @@ import asyncio
 import json
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -593,3 +594,28 @@ def test_sse_decoder_mixed_line_ends_and_crlf_split_between_cr_and_lf() -> None:
 def test_sse_decoder_dispatches_a_cr_ended_event_at_eof() -> None:
     # A CR alone ends a line: the blank line is complete, so the event is whole.
     assert decode_each([[b"data: last\r\r"], [b"data: last\r", b"\r"]]) == [[b"last"]] * 2
+
+
+# ---- every way a stream ends: one `done` or one `error` ------------------------------------
+
+
+def test_a_stream_whose_session_was_taken_meanwhile_ends_with_an_error(
+    client: httpx.Client, standin: StandinServer, api_key: str
+) -> None:
+    # Two callers claim one new session id; the other's quick turn commits first.
+    other = new_key()
+    session_id = new_session_id()
+    standin.control.script(api_key, {"first_token_delay": 1.0})
+    with ThreadPoolExecutor(1) as pool:
+        streaming = pool.submit(stream_chat, client, api_key, "slow words", session_id=session_id)
+        time.sleep(0.4)
+        quick = post_chat(client, other, "quick words", session_id=session_id)
+        streamed = streaming.result()
+
+    assert quick.status_code == 200, quick.text
+    assert streamed.response.status_code == 200
+    error = streamed.terminal("error")["error"]
+    assert (error["status"], error["type"]) == (404, "session_not_found")
+    # The session is the other caller's, with its one turn only.
+    assert len(get_session(client, other, session_id).json()["messages"]) == 2
+    assert get_session(client, api_key, session_id).status_code == 404

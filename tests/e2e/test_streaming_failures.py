@@ -158,12 +158,8 @@ def test_mid_stream_error_sends_an_error_event_and_saves_the_partial_answer(
     [
         {"error_after": 0, "error_form": "documented", "error_code": 502},
         {"error_after": 0, "error_form": "observed", "error_code": 502},
-        # Asked for a stream, OpenRouter answered 200 with something else: the response is
-        # still whole, ending in the error event.
-        {"status": 200, "raw_body": "<html>oops</html>", "content_type": "text/html"},
-        {"body_error": {"code": 502, "message": "Provider returned error"}},
     ],
-    ids=["documented", "observed", "html_page", "json_error_body"],
+    ids=["documented", "observed"],
 )
 def test_error_before_any_text_saves_nothing(
     client: httpx.Client, standin: StandinServer, api_key: str, step: dict[str, Any]
@@ -175,6 +171,46 @@ def test_error_before_any_text_saves_nothing(
     assert streamed.response.status_code == 200
     assert streamed.deltas == []
     assert_error_event(streamed, 502)
+    assert get_session(client, api_key, session_id).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("step", "status", "message"),
+    [
+        (
+            {"body_error": {"code": 402, "message": "Insufficient credits"}},
+            402,
+            "Insufficient credits",
+        ),
+        (
+            {"body_error": {"code": 502, "message": "Provider returned error"}},
+            502,
+            "Provider returned error",
+        ),
+        (
+            {"status": 200, "raw_body": "<html>oops</html>", "content_type": "text/html"},
+            502,
+            "no event stream",
+        ),
+    ],
+    ids=["json_error_402", "json_error_502", "html_page"],
+)
+def test_a_200_that_is_not_a_stream_is_its_own_error_before_the_stream(
+    client: httpx.Client,
+    standin: StandinServer,
+    api_key: str,
+    step: dict[str, Any],
+    status: int,
+    message: str,
+) -> None:
+    # Asked for a stream, OpenRouter answered 200 with something else: the error it stands
+    # for, with its status and message, as a plain JSON error (the stream never began).
+    standin.control.script(api_key, step)
+    session_id = new_session_id()
+    streamed = stream_chat(client, api_key, "anything", model=MODEL, session_id=session_id)
+
+    assert streamed.response.status_code == status
+    assert message in streamed.response.json()["error"]["message"]
     assert get_session(client, api_key, session_id).status_code == 404
 
 

@@ -123,6 +123,79 @@ def test_429_passes_through_with_retry_after_and_is_not_retried(
     assert_history_whole(client, redis_client, session)
 
 
+def _in_a_minute_ms() -> str:
+    return str(int(time.time() * 1000) + 60_000)
+
+
+@pytest.mark.parametrize(
+    ("step", "expected"),
+    [
+        # OpenRouter's own limits: the reset only in the body, epoch ms, as a string.
+        (
+            {
+                "status": 429,
+                "message": "Rate limit exceeded: free-models-per-min.",
+                "metadata": {
+                    "headers": {
+                        "X-RateLimit-Limit": "8",
+                        "X-RateLimit-Remaining": "0",
+                        "X-RateLimit-Reset": "in-a-minute",
+                    },
+                    "provider_name": None,
+                },
+            },
+            range(58, 61),
+        ),
+        # A provider's 429, its Retry-After mirrored in the body.
+        (
+            {
+                "status": 429,
+                "message": "Provider returned error",
+                "metadata": {"retry_after_seconds": 17, "headers": {"Retry-After": "17"}},
+            },
+            range(17, 18),
+        ),
+        # The newer availability error: no `code`, `retry_after` in `availability`.
+        (
+            {
+                "status": 429,
+                "content_type": "application/json",
+                "raw_body": json.dumps(
+                    {
+                        "error": {
+                            "message": "All providers are at capacity. Retry after 40 seconds.",
+                            "error_type": "rate_limit_exceeded",
+                            "http_status": 429,
+                            "availability": {"code": "capacity_exhausted", "retry_after": 40},
+                        }
+                    }
+                ),
+            },
+            range(40, 41),
+        ),
+    ],
+)
+def test_a_429_whose_reset_is_in_its_body_gets_retry_after(
+    client: httpx.Client,
+    redis_client: redis.Redis,
+    standin: StandinServer,
+    session: Session,
+    step: dict[str, Any],
+    expected: range,
+) -> None:
+    if "metadata" in step and "X-RateLimit-Reset" in step["metadata"]["headers"]:
+        step["metadata"]["headers"]["X-RateLimit-Reset"] = _in_a_minute_ms()
+    standin.control.script(session.key, step)
+
+    response = failing_turn(client, session)
+
+    assert_error(response, 429)
+    assert int(response.headers["retry-after"]) in expected
+    assert response.json()["error"]["upstream_status"] == 429
+    assert attempts(standin, session) == 1
+    assert_history_whole(client, redis_client, session)
+
+
 def test_503_with_a_long_retry_after_stays_503_at_once(
     client: httpx.Client, redis_client: redis.Redis, standin: StandinServer, session: Session
 ) -> None:
@@ -207,6 +280,7 @@ def test_upstream_not_listening_is_502(
         ({"message": "no code at all"}, 502),
     ],
 )
+@pytest.mark.parametrize("stream", [False, True])
 def test_200_with_an_error_body_is_that_error(
     client: httpx.Client,
     redis_client: redis.Redis,
@@ -214,10 +288,18 @@ def test_200_with_an_error_body_is_that_error(
     session: Session,
     error: dict[str, Any],
     expected: int,
+    stream: bool,
 ) -> None:
     standin.control.script(session.key, {"body_error": error})
 
-    response = failing_turn(client, session)
+    # A stream request answered with such a body is that error too, before the stream begins.
+    response = post_chat(
+        client,
+        session.key,
+        message="second question",
+        session_id=session.session_id,
+        stream=stream,
+    )
 
     assert_error(response, expected)
     assert error["message"] in response.json()["error"]["message"]
