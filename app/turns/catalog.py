@@ -36,6 +36,10 @@ class ModelList(msgspec.Struct, frozen=True):
         return max(0, fresh_for_seconds - (now_ms() - self.fetched_at_ms) // 1000)
 
 
+def _etag(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()[:32]
+
+
 class _ModelList(msgspec.Struct, frozen=True):
     data: list[dict[str, Any]]
 
@@ -85,6 +89,20 @@ class ModelCatalog:
         return models, converted[1]
 
     async def get(self) -> ModelList:
+        try:
+            return await self._shared()
+        except RedisError:
+            return await self._without_redis()
+
+    async def _without_redis(self) -> ModelList:
+        """Redis is away: this process's copy (stale), else one fetched for this process."""
+        if self._local is not None:
+            return msgspec.structs.replace(self._local, source="stale")
+        body = await self._upstream.fetch_models()
+        self._local = ModelList(body=body, etag=_etag(body), fetched_at_ms=now_ms(), source="miss")
+        return self._local
+
+    async def _shared(self) -> ModelList:
         etag, fetched_at = await awaited(self._redis.hmget(keys.MODELS, ["etag", "fetched_at"]))
         cached = await self._cached(etag, fetched_at)
         if cached is not None and cached.source == "hit":
@@ -110,7 +128,7 @@ class ModelCatalog:
                 await self._release_lock()
         fresh = ModelList(
             body=body,
-            etag=hashlib.sha256(body).hexdigest()[:32],
+            etag=_etag(body),
             fetched_at_ms=now_ms(),
             source="miss",
         )

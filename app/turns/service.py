@@ -34,6 +34,13 @@ logger = logging.getLogger("app.chat")
 
 # Request fields that are ours, or that we set ourselves; every other field goes upstream as is.
 OWN_FIELDS = frozenset(ChatRequest.__struct_fields__) | {"messages", "prompt", "stream_options"}
+# `/chat` holds a conversation of text: it has no way to send a tool's result back, and a
+# stored call that is never answered breaks the session for strict providers.
+TOOL_FIELDS = ("tools", "tool_choice", "functions", "function_call")
+TOOLS_ON_V1 = (
+    "/chat does not call tools: send them to POST /v1/chat/completions with "
+    "`X-Session-Id`, which stores the calls and their results in the same session"
+)
 TITLE_CHARS = 80
 EMPTY_HISTORY = History(system_prompt=None, messages=[])
 
@@ -163,6 +170,9 @@ class ChatService:
         """Validate, admit (429 when the caller's limit is used up), read the history and
         build the upstream request: one Redis round trip for the admission and the history."""
         self._check_limits(request)
+        for name in TOOL_FIELDS:
+            if name in extras:
+                raise InvalidRequest(f"{name}: {TOOLS_ON_V1}", field=name)
         session_id, history = await self._session(caller, request.session_id)
         model = request.model or self._settings.openrouter_default_model
         system_prompt = request.system_prompt or history.system_prompt

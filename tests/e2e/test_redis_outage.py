@@ -257,3 +257,22 @@ def test_turn_whose_commit_fails_leaves_no_half_turn(
         first.json()["response"],
         "the next turn",
     ]
+
+
+def test_models_are_served_from_the_process_copy_while_redis_is_away(
+    api_on_own_redis: httpx.Client, own_redis: DurableRedisServer
+) -> None:
+    http = api_on_own_redis
+    before = http.get("/models")
+    assert before.status_code == 200
+    v1_before = http.get("/v1/models").json()
+
+    own_redis.stop()
+    for path in ("/models", "/v1/models"):
+        started = time.monotonic()
+        response = http.get(path)
+        assert response.status_code == 200, (path, response.text)
+        assert response.headers["x-cache"] == "stale"
+        assert time.monotonic() - started < BOUND_SECONDS
+    assert http.get("/models").json() == before.json()
+    assert http.get("/v1/models").json() == v1_before

@@ -207,3 +207,36 @@ def test_limits_follow_the_environment(
     assert_nothing_happened(redis_client, standin, api_key)
     # The limits themselves are allowed.
     chat_ok(small_limits, api_key, message="x" * 10, max_tokens=100)
+
+
+TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"tools": [TOOL]},
+        {"tools": [TOOL], "tool_choice": "auto"},
+        {"tool_choice": "none"},
+        {"functions": [TOOL["function"]]},
+    ],
+    ids=["tools", "tools and choice", "tool_choice", "functions"],
+)
+@pytest.mark.parametrize("stream", [False, True])
+def test_tools_on_chat_are_refused_pointing_to_v1(
+    client: httpx.Client,
+    redis_client: redis.Redis,
+    standin: StandinServer,
+    api_key: str,
+    fields: dict[str, Any],
+    stream: bool,
+) -> None:
+    # /chat cannot send a tool's result back: a call it stored would never be answered.
+    body = {"message": "what is the weather?", "stream": stream, **fields}
+    response = client.post("/chat", json=body, headers=bearer(api_key))
+
+    assert_error(response, 400, field=next(iter(fields)))
+    error = response.json()["error"]
+    assert "/v1/chat/completions" in error["message"]
+    assert "X-Session-Id" in error["message"]
+    assert_nothing_happened(redis_client, standin, api_key)
