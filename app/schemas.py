@@ -26,7 +26,7 @@ ModelId = Annotated[
         min_length=1,
         max_length=200,
         description="An OpenRouter model id; defaults to `OPENROUTER_DEFAULT_MODEL`.",
-        examples=["anthropic/claude-3.5-sonnet"],
+        examples=["anthropic/claude-sonnet-4.5"],
     ),
 ]
 

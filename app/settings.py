@@ -19,6 +19,10 @@ class SettingsError(Exception):
     """A setting is missing or invalid; the message names the variable and what is wrong."""
 
 
+# Retired model ids, and the current ones a request naming them is sent as: the ids the seed's
+# clients and this README once named, so they work unchanged against OpenRouter.
+DEFAULT_MODEL_ALIASES = {"anthropic/claude-3.5-sonnet": "anthropic/claude-sonnet-4.5"}
+
 PositiveInt = Annotated[int, Meta(ge=1)]
 PositiveFloat = Annotated[float, Meta(gt=0)]
 
@@ -27,7 +31,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, rename="upper"):
     """Every setting of the API and the worker. Field `x` is read from the variable `X`."""
 
     # The seed's settings.
-    openrouter_default_model: Annotated[str, Meta(min_length=1)] = "anthropic/claude-3.5-sonnet"
+    openrouter_default_model: Annotated[str, Meta(min_length=1)] = "anthropic/claude-sonnet-4.5"
     max_tokens_default: PositiveInt = 1000
     session_cleanup_hours: PositiveFloat = 24.0
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
@@ -57,6 +61,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, rename="upper"):
     upstream_retries: Annotated[int, Meta(ge=0, le=10)] = 2
     upstream_max_connections: PositiveInt = 512
     models_cache_seconds: Annotated[int, Meta(ge=0)] = 300
+    # `old=new,...`: a request naming `old` (as `model` or in `models`) is sent as `new`.
+    model_aliases: dict[str, str] = msgspec.field(
+        default_factory=lambda: dict(DEFAULT_MODEL_ALIASES)
+    )
 
     # Redis.
     redis_timeout_seconds: PositiveFloat = 0.5
@@ -120,6 +128,24 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, rename="upper"):
 _LIST_FIELDS = frozenset({"CORS_ORIGINS"})
 
 
+def parse_model_aliases(value: str) -> dict[str, str]:
+    """`old=new,old2=new2` as a mapping; `none` for no aliases at all."""
+    if value.strip().lower() == "none":
+        return {}
+    aliases: dict[str, str] = {}
+    for part in (part.strip() for part in value.split(",")):
+        old, equals, new = (side.strip() for side in part.partition("="))
+        if not part:
+            continue
+        if not equals or not old or not new or old == new:
+            raise SettingsError(
+                f"invalid setting: MODEL_ALIASES: {part!r} is not `old=new` (two different "
+                "model ids); write `old=new,...`, or `none`"
+            )
+        aliases[old] = new
+    return aliases
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read the settings from `environ` (default: the process environment).
 
@@ -135,6 +161,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             raw[name] = tuple(part.strip() for part in value.split(",") if part.strip())
         elif name == "LOG_LEVEL":
             raw[name] = value.upper()
+        elif name == "MODEL_ALIASES":
+            raw[name] = parse_model_aliases(value)
         elif name == "APP_TOKENS":
             try:
                 raw[name] = parse_app_tokens(value)

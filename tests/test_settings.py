@@ -49,7 +49,9 @@ def test_seed_settings_are_read() -> None:
 def test_issue_defaults_apply_when_unset() -> None:
     settings = load_settings({})
 
-    assert settings.openrouter_default_model == "anthropic/claude-3.5-sonnet"
+    # One the real catalogue lists (tests/fixtures/openrouter-models.json).
+    assert settings.openrouter_default_model == "anthropic/claude-sonnet-4.5"
+    assert settings.model_aliases == {"anthropic/claude-3.5-sonnet": "anthropic/claude-sonnet-4.5"}
     assert settings.session_cleanup_hours == 24
     assert settings.max_history_messages == 50
     assert settings.max_message_chars == 32_000
@@ -247,3 +249,12 @@ def test_invalid_setting_stops_the_process_naming_it(
 
     assert code != 0
     assert variable in process.logs()
+
+
+def test_model_aliases_are_pairs_or_none() -> None:
+    settings = load_settings({"MODEL_ALIASES": " a/old = a/new , b/old=b/new,"})
+    assert settings.model_aliases == {"a/old": "a/new", "b/old": "b/new"}
+    assert load_settings({"MODEL_ALIASES": "none"}).model_aliases == {}
+    for bad in ("a/old", "a/old=", "=a/new", "a/same=a/same"):
+        with pytest.raises(SettingsError, match="MODEL_ALIASES"):
+            load_settings({"MODEL_ALIASES": bad})

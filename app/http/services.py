@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import logging
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -14,7 +16,7 @@ from app.store.limits import RateLimiter
 from app.store.sessions import SessionStore
 from app.store.usage import UsageInbox
 from app.turns.callers import Authenticator
-from app.turns.catalog import ModelCatalog
+from app.turns.catalog import ModelCatalog, named_models
 from app.turns.service import ChatService
 from app.upstream.client import OpenRouterClient
 from app.upstream.transport import AiohttpTransport
@@ -29,6 +31,10 @@ if TYPE_CHECKING:
     from app.settings import Settings
 
 
+logger = logging.getLogger("app")
+
+# How long a starting process waits for OpenRouter's catalogue, to check the models it names.
+CATALOGUE_CHECK_SECONDS = 5.0
 # How long a stopping process waits for the writes of requests it cut short.
 LATE_WRITES_SECONDS = 5.0
 
@@ -100,7 +106,10 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                     store=store,
                     chat=chat,
                     catalog=ModelCatalog(
-                        redis, upstream, fresh_seconds=settings.models_cache_seconds
+                        redis,
+                        upstream,
+                        fresh_seconds=settings.models_cache_seconds,
+                        named=named_models(settings),
                     ),
                 )
             finally:
@@ -141,6 +150,15 @@ def services_lifespan(
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with open_services(settings) as services:
             app.state.services = services
+            # Bounded: a start never waits long for OpenRouter, whose absence is logged.
+            try:
+                async with asyncio.timeout(CATALOGUE_CHECK_SECONDS):
+                    await services.catalog.check_named_models()
+            except TimeoutError:
+                logger.warning(
+                    "OpenRouter's model catalogue did not arrive in time at start: the models "
+                    "the settings name are checked at its first refresh"
+                )
             tune_collector()
             yield
 

@@ -15,8 +15,11 @@ from app.store import keys
 from app.store.client import awaited
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from redis.asyncio import Redis
 
+    from app.settings import Settings
     from app.upstream.client import OpenRouterClient
 
 logger = logging.getLogger("app.catalog")
@@ -68,17 +71,60 @@ def openai_model_list(body: bytes) -> bytes:
     )
 
 
-class ModelCatalog:
-    """`GET /models` behind a shared cache; a stale copy is better than an error."""
+def named_models(settings: Settings) -> dict[str, str]:
+    """The model ids the settings name, each with the setting that names it."""
+    named = {settings.openrouter_default_model: "OPENROUTER_DEFAULT_MODEL"}
+    for old, new in settings.model_aliases.items():
+        named.setdefault(new, f"MODEL_ALIASES ({old}={new})")
+    return named
 
-    def __init__(self, redis: Redis, upstream: OpenRouterClient, *, fresh_seconds: int) -> None:
+
+class ModelCatalog:
+    """`GET /models` behind a shared cache; a stale copy is better than an error.
+
+    Each copy fetched from OpenRouter is checked against the model ids the settings name
+    (`named`): one the catalogue lacks would fail every turn sent to it, and is logged.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        upstream: OpenRouterClient,
+        *,
+        fresh_seconds: int,
+        named: Mapping[str, str] | None = None,
+    ) -> None:
         self._redis = redis
         self._upstream = upstream
         self._fresh_ms = fresh_seconds * 1000
+        self._named = dict(named or {})
         # The last body this process read, so a fresh hit moves a few bytes, not ~0.5 MB.
         self._local: ModelList | None = None
         # The same copy in OpenAI's shape (its etag, the body): converted once per copy.
         self._openai: tuple[str, bytes] | None = None
+
+    async def check_named_models(self) -> None:
+        """At start: the catalogue as OpenRouter has it now, checked (not stored: the shared
+        copy is refreshed as it always is)."""
+        try:
+            body = await self._upstream.fetch_models()
+        except AppError as exc:
+            logger.warning(
+                "could not read OpenRouter's model catalogue at start",
+                extra={"fields": {"error": exc.message}},
+            )
+            return
+        self._check(body)
+
+    def _check(self, body: bytes) -> None:
+        listed = {str(model.get("id")) for model in _models_decoder.decode(body).data}
+        for model, setting in self._named.items():
+            if model not in listed:
+                logger.error(
+                    "a model the settings name is not in OpenRouter's catalogue: every turn "
+                    "sent to it fails",
+                    extra={"fields": {"model": model, "setting": setting}},
+                )
 
     async def get_openai(self) -> tuple[ModelList, bytes]:
         """The list and its body in OpenAI's shape (`GET /v1/models`)."""
@@ -126,6 +172,7 @@ class ModelCatalog:
         finally:
             if got_lock:
                 await self._release_lock()
+        self._check(body)
         fresh = ModelList(
             body=body,
             etag=_etag(body),

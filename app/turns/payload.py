@@ -29,10 +29,15 @@ def upstream_payload(
     messages: list[Any],
     session_id: str | None,
     max_tokens_default: int,
+    aliases: Mapping[str, str],
 ) -> bytes:
     """`fields` (what the client sent that goes upstream as is) with the turn's model and
-    messages, and our defaults where the client set none."""
+    messages, and our defaults where the client set none; fallback `models` past their
+    aliases, as the model is."""
     body = {**fields, "model": model, "messages": messages}
+    fallbacks = body.get("models")
+    if isinstance(fallbacks, list) and any(name in aliases for name in fallbacks):
+        body["models"] = [aliases.get(name, name) for name in fallbacks]
     if body.get("max_tokens") is None and body.get("max_completion_tokens") is None:
         body["max_tokens"] = max_tokens_default
     # Asks for `usage.cost` from deployments that still need the opt-in.

@@ -133,6 +133,11 @@ class ChatService:
         if self._late_writes:
             await asyncio.wait(self._late_writes, timeout=seconds)
 
+    def _model(self, requested: str | None) -> str:
+        """The model a turn is sent to: the requested one or the default, past its alias."""
+        model = requested or self._settings.openrouter_default_model
+        return self._settings.model_aliases.get(model, model)
+
     def _check_limits(self, request: ChatRequest) -> None:
         limit = self._settings.max_message_chars
         if len(request.message) > limit:
@@ -174,7 +179,7 @@ class ChatService:
             if name in extras:
                 raise InvalidRequest(f"{name}: {TOOLS_ON_V1}", field=name)
         session_id, history = await self._session(caller, request.session_id)
-        model = request.model or self._settings.openrouter_default_model
+        model = self._model(request.model)
         system_prompt = request.system_prompt or history.system_prompt
         user = StoredMessage(role="user", content=request.message, timestamp=datetime.now(UTC))
         payload = self._payload(request, extras, history, system_prompt, model, session_id, stream)
@@ -219,7 +224,7 @@ class ChatService:
             ]
         else:
             await self._admit(caller)
-        model = request.model or self._settings.openrouter_default_model
+        model = self._model(request.model)
         return PreparedTurn(
             session_id=session_id,
             turn_id=random_id(),
@@ -232,6 +237,7 @@ class ChatService:
                 messages=messages,
                 session_id=session_id,
                 max_tokens_default=self._settings.max_tokens_default,
+                aliases=self._settings.model_aliases,
             ),
         )
 
@@ -260,6 +266,7 @@ class ChatService:
             messages=messages,
             session_id=session_id,
             max_tokens_default=self._settings.max_tokens_default,
+            aliases=self._settings.model_aliases,
         )
 
     async def complete(

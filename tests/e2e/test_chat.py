@@ -220,10 +220,10 @@ def test_model_and_max_tokens_default_to_the_settings(
 
     [body] = sent_upstream(standin, api_key)
     # The documented defaults of OPENROUTER_DEFAULT_MODEL and MAX_TOKENS_DEFAULT.
-    assert body["model"] == "anthropic/claude-3.5-sonnet"
+    assert body["model"] == "anthropic/claude-sonnet-4.5"
     assert body["max_tokens"] == 1000
     assert "temperature" not in body
-    assert answer["model_used"] == "anthropic/claude-3.5-sonnet"
+    assert answer["model_used"] == "anthropic/claude-sonnet-4.5"
 
 
 def test_default_model_and_max_tokens_follow_the_environment(
@@ -239,6 +239,60 @@ def test_default_model_and_max_tokens_follow_the_environment(
     [body] = sent_upstream(standin, api_key)
     assert (body["model"], body["max_tokens"]) == (OTHER_MODEL, 77)
     assert answer["model_used"] == OTHER_MODEL
+
+
+RETIRED = "anthropic/claude-3.5-sonnet"
+SUCCESSOR = "anthropic/claude-sonnet-4.5"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_retired_model_id_is_sent_as_its_successor(
+    client: httpx.Client, standin: StandinServer, api_key: str, stream: bool
+) -> None:
+    # The seed's clients name an id OpenRouter no longer lists (the stand-in refuses it too).
+    response = post_chat(
+        client,
+        api_key,
+        message="hi",
+        model=RETIRED,
+        models=[RETIRED, OTHER_MODEL],
+        stream=stream,
+    )
+
+    assert response.status_code == 200, response.text
+    [body] = sent_upstream(standin, api_key)
+    assert (body["model"], body["models"]) == (SUCCESSOR, [SUCCESSOR, OTHER_MODEL])
+    assert f'"model_used":"{SUCCESSOR}"' in response.text.replace(" ", "")
+
+
+def test_model_aliases_follow_the_environment(
+    start_api: Callable[..., WebProcess], standin: StandinServer, api_key: str
+) -> None:
+    web = start_api(MODEL_ALIASES=f"acme/old-model={OTHER_MODEL}")
+    with httpx.Client(base_url=web.url, timeout=30) as http:
+        renamed = chat_ok(http, api_key, message="hi", model="acme/old-model")
+        # The shipped aliases are replaced, not added to: the retired id goes as it came.
+        retired = post_chat(http, api_key, message="hi", model=RETIRED)
+
+    assert renamed["model_used"] == OTHER_MODEL
+    assert retired.status_code == 400
+    assert "is not a valid model ID" in retired.json()["error"]["message"]
+
+
+def test_a_named_model_the_catalogue_lacks_is_logged_at_start(
+    start_api: Callable[..., WebProcess],
+) -> None:
+    web = start_api(OPENROUTER_DEFAULT_MODEL="acme/gone-1", MODEL_ALIASES="acme/older=acme/gone-2")
+    errors = [
+        json.loads(line)
+        for line in web.logs().splitlines()
+        if line.startswith("{") and '"level":"ERROR"' in line
+    ]
+    named = {(e["model"], e["setting"]) for e in errors if "catalogue" in e["message"]}
+    assert named == {
+        ("acme/gone-1", "OPENROUTER_DEFAULT_MODEL"),
+        ("acme/gone-2", "MODEL_ALIASES (acme/older=acme/gone-2)"),
+    }
 
 
 def test_given_model_temperature_and_max_tokens_are_sent_as_given(

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from tests.standin import StandinServer
     from tests.support.processes import WebProcess
 
-MODEL = "anthropic/claude-3.5-sonnet"
+MODEL = "anthropic/claude-sonnet-4.5"
 NEW = {"X-Session-Id": "new"}
 IMAGE = "data:image/png;base64,iVBORw0KGgo="
 WEATHER_CALL = {

@@ -87,4 +87,5 @@ def test_seed_python_client_keeps_context(
         {"role": "assistant", "content": printed[0]},
         {"role": "user", "content": SECOND},
     ]
-    assert first["model"] == second["model"] == "anthropic/claude-3.5-sonnet"
+    # The seed names a retired id: sent as its successor (MODEL_ALIASES), which OpenRouter has.
+    assert first["model"] == second["model"] == "anthropic/claude-sonnet-4.5"

@@ -103,7 +103,7 @@ def test_two_streamed_answers_the_second_knowing_the_first(
     first = chat.wait_answer(0)
     expect(first.locator(".markdown")).to_have_text(words)
     expect(first.locator(".meta")).to_have_text(
-        re.compile(r"^anthropic/claude-3\.5-sonnet · 3 in \+ 10 out = 13 tokens · \$0\.\d+$")
+        re.compile(r"^anthropic/claude-sonnet-4\.5 · 3 in \+ 10 out = 13 tokens · \$0\.\d+$")
     )
 
     chat.send("And the first one again?")

@@ -38,7 +38,7 @@ T = TypeVar("T")
 
 INBOX = "chat:usage:inbox"
 HEARTBEAT = "chat:worker:heartbeat"
-DEFAULT_MODEL = "anthropic/claude-3.5-sonnet"
+DEFAULT_MODEL = "anthropic/claude-sonnet-4.5"
 OTHER_MODEL = "openai/gpt-chat-latest"
 THIRD_MODEL = "x-ai/grok-4.3"
 # Usage metrics are visible within a couple of seconds of the turn (the drain runs each second).

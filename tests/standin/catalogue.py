@@ -10,9 +10,6 @@ import msgspec
 
 DEFAULT_MODELS_PATH = Path(__file__).resolve().parent.parent / "fixtures" / "openrouter-models.json"
 
-# Routable although absent from the catalogue: the product's documented default and README
-# clients still send it, so it is priced like its current successor.
-ALIASES = {"anthropic/claude-3.5-sonnet": "anthropic/claude-sonnet-4.5"}
 ROUTER = "openrouter/auto"
 
 # Display names seen in real responses; other authors fall back to a title-cased slug.
@@ -67,9 +64,8 @@ class Catalogue:
         self.models_body: bytes = msgspec.json.encode(msgspec.json.decode(raw))
         listing = msgspec.json.decode(raw, type=_Listing)
         self._prices = {model.id: _price(model.pricing) for model in listing.data}
+        # Every id the catalogue lacks is refused, as OpenRouter refuses it.
         self._prices.setdefault(ROUTER, FREE)
-        for alias, target in ALIASES.items():
-            self._prices.setdefault(alias, self._prices.get(target, FREE))
 
     def knows(self, model: str) -> bool:
         return model in self._prices

@@ -8,13 +8,18 @@ from app.store.sessions import History, HistoryMessage
 from app.turns.payload import conversation, upstream_payload
 
 
-def build(fields: dict[str, object], session_id: str | None = "s1") -> dict[str, object]:
+def build(
+    fields: dict[str, object],
+    session_id: str | None = "s1",
+    aliases: dict[str, str] | None = None,
+) -> dict[str, object]:
     body = upstream_payload(
         fields,
         model="openai/gpt-4o-mini",
         messages=[{"role": "user", "content": "hi"}],
         session_id=session_id,
         max_tokens_default=1000,
+        aliases=aliases or {},
     )
     decoded: dict[str, object] = msgspec.json.decode(body)
     return decoded
@@ -53,3 +58,10 @@ def test_the_conversation_starts_with_the_system_prompt() -> None:
         HistoryMessage("user", "before"),
     ]
     assert conversation(history, None) == [HistoryMessage("user", "before")]
+
+
+def test_fallback_models_are_sent_past_their_aliases() -> None:
+    aliases = {"old/model": "new/model"}
+    sent = build({"models": ["old/model", "other/model"]}, aliases=aliases)
+    assert sent["models"] == ["new/model", "other/model"]
+    assert build({"models": ["other/model"]}, aliases=aliases)["models"] == ["other/model"]
