@@ -138,6 +138,16 @@ class StoredMessage(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=Tru
     name: str | None = None
     tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
+    reasoning_details: (
+        Annotated[
+            list[dict[str, Any]],
+            Meta(
+                description="A reasoning model's reasoning, as OpenRouter sent it: sent back "
+                "with the message on later turns, as OpenRouter asks."
+            ),
+        ]
+        | None
+    ) = None
     model: str | None = None
     tokens: int | None = None
     finish_reason: str | None = None
@@ -303,6 +313,7 @@ class CompletionMessage(msgspec.Struct, kw_only=True, frozen=True):
     name: str | None = None
     tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
+    reasoning_details: list[dict[str, Any]] | None = None
 
 
 class CompletionRequest(msgspec.Struct, kw_only=True, frozen=True):

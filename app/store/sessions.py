@@ -39,6 +39,7 @@ class HistoryMessage(msgspec.Struct, frozen=True, omit_defaults=True):
     name: str | None = None
     tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
+    reasoning_details: list[dict[str, Any]] | None = None
 
 
 class History(msgspec.Struct, frozen=True):

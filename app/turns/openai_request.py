@@ -108,6 +108,7 @@ def incoming_turn(raw_messages: list[dict[str, Any]]) -> IncomingTurn:
                 name=message.name,
                 tool_calls=message.tool_calls,
                 tool_call_id=message.tool_call_id,
+                reasoning_details=message.reasoning_details,
             )
             for message, _ in kept
         ],

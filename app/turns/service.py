@@ -333,6 +333,7 @@ class ChatService:
             content=completion.content or (None if completion.tool_calls else ""),
             timestamp=datetime.now(UTC),
             tool_calls=completion.tool_calls,
+            reasoning_details=completion.reasoning_details,
             model=completion.model,
             tokens=completion.usage.total_tokens,
             finish_reason=completion.finish_reason,

@@ -164,7 +164,15 @@ class _ToolCallParts:
 class _Received:
     """What the upstream stream has said so far."""
 
-    __slots__ = ("finish_reason", "generation_id", "model", "parts", "tool_calls", "usage")
+    __slots__ = (
+        "finish_reason",
+        "generation_id",
+        "model",
+        "parts",
+        "reasoning",
+        "tool_calls",
+        "usage",
+    )
 
     def __init__(self, model: str, generation_id: str | None) -> None:
         self.parts: list[str] = []
@@ -173,6 +181,7 @@ class _Received:
         self.generation_id = generation_id
         self.finish_reason: str | None = None
         self.usage = Usage()
+        self.reasoning: list[dict[str, Any]] = []
 
     def add(self, chunk: StreamChunk) -> str:
         text = chunk.text
@@ -182,6 +191,10 @@ class _Received:
         if tool_calls:
             for delta in tool_calls:
                 self.tool_calls.setdefault(delta.index, _ToolCallParts()).add(delta)
+        reasoning = chunk.reasoning_details
+        if reasoning:
+            for detail in reasoning:
+                _add_reasoning(self.reasoning, detail)
         self.model = chunk.model or self.model
         self.generation_id = self.generation_id or chunk.id
         self.finish_reason = chunk.finish_reason or self.finish_reason
@@ -200,7 +213,30 @@ class _Received:
             usage=self.usage,
             latency_ms=round((time.perf_counter() - started) * 1000, 1),
             tool_calls=tool_calls or None,
+            reasoning_details=self.reasoning or None,
         )
+
+
+# The pieces of a reasoning detail that a stream spreads over its chunks.
+_REASONING_TEXT = ("text", "summary", "data", "signature")
+
+
+def _add_reasoning(details: list[dict[str, Any]], piece: dict[str, Any]) -> None:
+    """Add a streamed piece of reasoning: the detail it continues (same type and index)
+    gets its text, anything else is a detail of its own."""
+    last = details[-1] if details else None
+    if (
+        last is None
+        or last.get("type") != piece.get("type")
+        or last.get("index") != piece.get("index")
+    ):
+        details.append(dict(piece))
+        return
+    for name, value in piece.items():
+        if name in _REASONING_TEXT and isinstance(value, str) and isinstance(last.get(name), str):
+            last[name] += value
+        elif value is not None:
+            last[name] = value
 
 
 async def _disconnected(receive: Receive) -> None:

@@ -106,6 +106,7 @@ class WireUsage(msgspec.Struct, frozen=True):
 class _Message(msgspec.Struct, frozen=True):
     content: str | None = None
     tool_calls: list[ToolCall] | None = None
+    reasoning_details: list[dict[str, Any]] | None = None
 
 
 class _Choice(msgspec.Struct, frozen=True):
@@ -139,6 +140,7 @@ class ToolCallDelta(msgspec.Struct, frozen=True):
 class _Delta(msgspec.Struct, frozen=True):
     content: str | None = None
     tool_calls: list[ToolCallDelta] | None = None
+    reasoning_details: list[dict[str, Any]] | None = None
 
 
 class _StreamChoice(msgspec.Struct, frozen=True):
@@ -166,6 +168,12 @@ class StreamChunk(msgspec.Struct, frozen=True):
     def tool_calls(self) -> list[ToolCallDelta] | None:
         if self.choices and self.choices[0].delta is not None:
             return self.choices[0].delta.tool_calls
+        return None
+
+    @property
+    def reasoning_details(self) -> list[dict[str, Any]] | None:
+        if self.choices and self.choices[0].delta is not None:
+            return self.choices[0].delta.reasoning_details
         return None
 
     @property
@@ -199,6 +207,8 @@ class Completion(msgspec.Struct, kw_only=True, frozen=True):
     usage: Usage
     latency_ms: float
     tool_calls: list[ToolCall] | None = None
+    # A reasoning model's reasoning, as sent: OpenRouter asks for it back with the message.
+    reasoning_details: list[dict[str, Any]] | None = None
     # The upstream's body as it sent it (non-streaming): relayed verbatim by `/v1`.
     body: bytes = b""
 
@@ -539,6 +549,9 @@ class OpenRouterClient:
             usage=(completion.usage or WireUsage()).public(),
             latency_ms=round(latency_ms, 1),
             tool_calls=choice.message.tool_calls if choice.message else None,
+            reasoning_details=(choice.message.reasoning_details or None)
+            if choice.message
+            else None,
             body=response.content,
         )
 

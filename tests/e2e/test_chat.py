@@ -577,3 +577,41 @@ def test_hot_path_costs_at_most_two_redis_round_trips(
     round_trips, counts = measured(message="a new session")
     assert round_trips <= 2
     assert counts == {"hmget": 1, "lrange": 0, "evalsha": 2, "eval": 0, "script|load": 0}
+
+
+# ---- reasoning models ------------------------------------------------------------------------
+
+REASONING = [
+    {
+        "type": "reasoning.text",
+        "text": "The user greets me; a greeting back is the answer.",
+        "format": "anthropic-claude-v1",
+        "index": 0,
+        "signature": "c2lnbmF0dXJl",
+    },
+    {
+        "type": "reasoning.encrypted",
+        "data": "gAAAAABpZ3JlZXRpbmc=",
+        "id": "rs_0ab3",
+        "format": "openai-responses-v1",
+        "index": 1,
+    },
+]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_reasoning_details_are_stored_and_sent_back(
+    client: httpx.Client, standin: StandinServer, api_key: str, stream: bool
+) -> None:
+    # OpenRouter asks for a reasoning model's reasoning_details back with its message.
+    standin.control.script(api_key, {"reasoning_details": REASONING})
+    first = post_chat(client, api_key, message="hello", session_id="thinks", stream=stream)
+    assert first.status_code == 200, first.text
+    chat_ok(client, api_key, message="and again", session_id="thinks")
+
+    _, again = sent_upstream(standin, api_key)
+    assert again["messages"][1]["role"] == "assistant"
+    assert again["messages"][1]["reasoning_details"] == REASONING
+    session = client.get("/sessions/thinks", headers=bearer(api_key)).json()
+    assert session["messages"][1]["reasoning_details"] == REASONING
+    assert "reasoning_details" not in session["messages"][3]  # that answer had none

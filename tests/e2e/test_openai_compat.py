@@ -663,3 +663,28 @@ def test_the_worker_counts_pass_through_turns_in_the_daily_metrics(
     assert totals["total_tokens"] == sum(r.usage.total_tokens for r in replies if r.usage)
     assert "errors" not in totals
     assert redis_client.llen("chat:usage:inbox") == 0
+
+
+def test_a_sessions_reasoning_details_round_trip_through_v1(
+    client: httpx.Client, standin: StandinServer, api_key: str
+) -> None:
+    reasoning = [{"type": "reasoning.text", "text": "Thinking it over.", "index": 0}]
+    standin.control.script(api_key, {"reasoning_details": reasoning})
+    first = client.post(
+        "/v1/chat/completions",
+        json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": True},
+        headers={**bearer(api_key), "X-Session-Id": "new"},
+    )
+    assert first.status_code == 200, first.text
+    session_id = first.headers["x-session-id"]
+    again = client.post(
+        "/v1/chat/completions",
+        json={"model": MODEL, "messages": [{"role": "user", "content": "and?"}]},
+        headers={**bearer(api_key), "X-Session-Id": session_id},
+    )
+    assert again.status_code == 200, again.text
+
+    assert session_detail(client, api_key, session_id)["messages"][1]["reasoning_details"] == (
+        reasoning
+    )
+    assert upstream_bodies(standin, api_key)[1]["messages"][1]["reasoning_details"] == reasoning

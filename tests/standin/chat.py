@@ -164,6 +164,7 @@ async def _complete(
         usage_body=step.usage if step.usage is not None else usage,
         error=step.choice_error,
         tool_calls=step.tool_calls,
+        reasoning_details=step.reasoning_details,
     )
     generation.tokens_completion = usage["completion_tokens"]
     generation.total_cost = usage["cost"]

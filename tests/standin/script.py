@@ -45,6 +45,9 @@ class Step(Reply, kw_only=True, frozen=True, forbid_unknown_fields=True):
     content: str | None = None
     # OpenAI-style calls (`id`, `type`, `function{name, arguments}`); finish_reason `tool_calls`.
     tool_calls: list[dict[str, Any]] | None = None
+    # A reasoning model's `reasoning_details`: in the message, or streamed ahead of the
+    # content, each detail's text in two pieces (as OpenRouter streams them).
+    reasoning_details: list[dict[str, Any]] | None = None
     finish_reason: str | None = None
     model: str | None = None
     fallback: bool = False

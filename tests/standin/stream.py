@@ -53,6 +53,9 @@ class StreamSender:
         if await ex.sleep(step.first_token_delay):
             return self._cancelled()
         await ex.write(self.chunks.content(""))
+        for detail in step.reasoning_details or []:
+            for piece in self.chunks.reasoning_pieces(detail):
+                await ex.write(piece)
         for emitted in range(len(pieces) + 1):
             if self._due(step.pause_after, emitted) and await self._pause():
                 return self._cancelled()

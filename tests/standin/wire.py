@@ -160,6 +160,7 @@ def completion(
     usage_body: dict[str, Any],
     error: dict[str, Any] | None = None,
     tool_calls: list[dict[str, Any]] | None = None,
+    reasoning_details: list[dict[str, Any]] | None = None,
 ) -> bytes:
     message: dict[str, Any] = {
         "role": "assistant",
@@ -167,6 +168,8 @@ def completion(
         "refusal": None,
         "reasoning": None,
     }
+    if reasoning_details:
+        message["reasoning_details"] = reasoning_details
     if tool_calls:
         message["tool_calls"] = [{"index": i, **call} for i, call in enumerate(tool_calls)]
     choice: dict[str, Any] = {
@@ -225,6 +228,22 @@ class ChunkWriter:
 
     def content(self, text: str) -> bytes:
         return self._chunk([self._choice(text)])
+
+    def reasoning_pieces(self, detail: dict[str, Any]) -> list[bytes]:
+        """One reasoning detail as two deltas: its text (or summary, or data) split in two."""
+        field = next((f for f in ("text", "summary", "data") if f in detail), None)
+        if field is None:
+            return [self._reasoning_chunk(detail)]
+        text = str(detail[field])
+        half = len(text) // 2
+        first = {**detail, field: text[:half]}
+        rest = {"type": detail.get("type"), "index": detail.get("index"), field: text[half:]}
+        return [self._reasoning_chunk(first), self._reasoning_chunk(rest)]
+
+    def _reasoning_chunk(self, piece: dict[str, Any]) -> bytes:
+        delta = {"role": "assistant", "content": "", "reasoning": None,
+                 "reasoning_details": [piece]}  # fmt: skip
+        return self._chunk([{"index": 0, "delta": delta, "finish_reason": None}])
 
     def tool_call_fragments(self, index: int, call: dict[str, Any]) -> list[bytes]:
         """One call as OpenRouter streams it: id, type and name first, then the arguments in
