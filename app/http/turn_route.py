@@ -163,7 +163,11 @@ async def _send_stream(send: Send, receive: Receive, answer: StreamAnswer) -> No
         "status": 200,
         "headers": [*_EVENT_STREAM, *_encoded(answer.headers)],
     }
-    await send(start)
+    try:
+        await send(start)
+    except BaseException:
+        await answer.relay.abandon()  # its connection, and its slot, go back at once
+        raise
     await answer.relay.run(send, receive)
     end: HTTPResponseBodyEvent = {"type": "http.response.body", "body": b"", "more_body": False}
     await send(end)

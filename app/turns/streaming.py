@@ -277,6 +277,10 @@ class StreamRelay:
         self._ended = False
         self._awaiting_first_token = True
 
+    async def abandon(self) -> None:
+        """Close the upstream stream of a relay that will never run."""
+        await self._upstream.aclose()
+
     async def run(self, send: Send, receive: Receive) -> None:
         self._last_sent = asyncio.get_running_loop().time()
         relay = asyncio.ensure_future(self._relay(send))

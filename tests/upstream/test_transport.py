@@ -163,3 +163,48 @@ def test_a_body_cut_short_is_a_read_error(standin: StandinServer) -> None:
             )
 
     run(test)
+
+
+def test_every_way_a_request_ends_gives_its_connection_slot_back(
+    standin: StandinServer,
+) -> None:
+    caller = key()
+    url = f"{standin.base_url}/chat/completions"
+
+    def pooled(request: httpx.Request) -> httpx.Request:
+        request.extensions["timeout"] = {"pool": 0.2}
+        return request
+
+    async def test(transport: AiohttpTransport) -> None:
+        # A JSON answer read; a stream read to its end; a stream left early.
+        await transport.handle_async_request(chat_request(url, caller))
+        whole = await transport.handle_async_request(chat_request(url, caller, stream=True))
+        await whole.aread()
+        await whole.aclose()
+        left = await transport.handle_async_request(chat_request(url, caller, stream=True))
+        await left.aclose()
+        # A connection refused, and an answer cancelled while it was being read.
+        with pytest.raises(httpx.ConnectError):
+            await transport.handle_async_request(
+                chat_request(f"http://127.0.0.1:{free_port()}/chat/completions", caller)
+            )
+        standin.control.script(caller, {"endless": True})
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.5):
+                await transport.handle_async_request(chat_request(url, caller))
+        # All four slots are free: four requests at once, none waiting for one.
+        answers = await asyncio.gather(
+            *(transport.handle_async_request(pooled(chat_request(url, caller))) for _ in range(4))
+        )
+        assert [answer.status_code for answer in answers] == [200] * 4
+        # And a fifth, while four are held, waits its pool timeout and is refused.
+        held = [
+            await transport.handle_async_request(chat_request(url, caller, stream=True))
+            for _ in range(4)
+        ]
+        with pytest.raises(httpx.PoolTimeout):
+            await transport.handle_async_request(pooled(chat_request(url, caller)))
+        for response in held:
+            await response.aclose()
+
+    run(test)
