@@ -30,6 +30,7 @@ from app.errors import (
 )
 from app.http.context import request_log
 from app.http.dependencies import authenticate
+from app.turns.streaming import StreamRelay
 
 if TYPE_CHECKING:
     from litestar.handlers import ASGIRouteHandler
@@ -39,7 +40,9 @@ if TYPE_CHECKING:
     from app.http.services import Services
     from app.turns.callers import Caller
     from app.turns.request_log import RequestLog
-    from app.turns.streaming import StreamRelay
+    from app.turns.service import PreparedTurn
+    from app.turns.streaming import EventFormat
+    from app.upstream.client import UpstreamStream
 
 T = TypeVar("T")
 
@@ -78,6 +81,20 @@ class TurnRequest:
     caller: Caller
     body: bytes
     log: RequestLog
+
+    def relay(
+        self, turn: PreparedTurn, upstream: UpstreamStream, events: EventFormat
+    ) -> StreamRelay:
+        """The relay of this request's stream, with the keep-alive interval of the settings."""
+        return StreamRelay(
+            chat=self.services.chat,
+            caller=self.caller,
+            turn=turn,
+            upstream=upstream,
+            events=events,
+            keepalive_seconds=self.services.settings.stream_keepalive_seconds,
+            log=self.log,
+        )
 
     def header(self, name: bytes) -> str | None:
         """The first value of a header, by its lower-case name."""

@@ -11,14 +11,13 @@ from litestar.openapi.spec import (
     OpenAPIType,
     Operation,
     Reference,
-    RequestBody,
     Schema,
 )
 
 from app.http.routes import responses
 from app.http.turn_route import JSONAnswer, StreamAnswer, TurnRequest, parse_body, turn_route
 from app.schemas import ChatRequest
-from app.turns.streaming import CHAT_EVENTS, StreamRelay
+from app.turns.streaming import CHAT_EVENTS
 
 _encoder = msgspec.json.Encoder()
 
@@ -41,16 +40,7 @@ async def chat(request: TurnRequest) -> JSONAnswer | StreamAnswer:
     log.session_id = data.session_id
     if data.stream:
         turn, upstream = await service.open_stream(request.caller, data, extras)
-        relay = StreamRelay(
-            chat=service,
-            caller=request.caller,
-            turn=turn,
-            upstream=upstream,
-            events=CHAT_EVENTS,
-            keepalive_seconds=request.services.settings.stream_keepalive_seconds,
-            log=log,
-        )
-        return StreamAnswer(relay)
+        return StreamAnswer(request.relay(turn, upstream, CHAT_EVENTS))
     answer = await service.complete(request.caller, data, extras)
     log.session_id, log.model, log.tokens = answer.session_id, answer.model_used, answer.tokens_used
     return JSONAnswer(_encoder.encode(answer))
@@ -94,10 +84,7 @@ OPERATION = Operation(
     description=inspect.cleandoc(chat.__doc__ or ""),
     operation_id="ChatChat",
     security=responses.SECURITY,
-    request_body=RequestBody(
-        content={"application/json": OpenAPIMediaType(schema=responses.component("ChatRequest"))},
-        required=True,
-    ),
+    request_body=responses.json_request("ChatRequest"),
     responses={
         "200": OpenAPIResponse(
             description="The answer, saved with its turn.",

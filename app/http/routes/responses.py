@@ -15,6 +15,7 @@ from litestar.openapi.spec import (
     OpenAPIResponse,
     OpenAPIType,
     Reference,
+    RequestBody,
     Schema,
 )
 
@@ -68,6 +69,13 @@ RETRY_AFTER: Headers = {"Retry-After": _header("Seconds to wait before the next 
 def component(name: str) -> Reference:
     """A reference to the schema of one of `app.schemas`' structs (or a route's own)."""
     return Reference(f"#/components/schemas/{name}")
+
+
+def json_request(body: str) -> RequestBody:
+    """A turn route's required JSON body: `body` names its schema's component."""
+    return RequestBody(
+        content={"application/json": OpenAPIMediaType(schema=component(body))}, required=True
+    )
 
 
 def json_response(description: str, body: str, headers: Headers | None = None) -> OpenAPIResponse:

@@ -11,11 +11,9 @@ from litestar.di import NamedDependency
 from litestar.enums import ParamType
 from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import (
-    OpenAPIMediaType,
     OpenAPIType,
     Operation,
     Parameter,
-    RequestBody,
     Schema,
 )
 
@@ -25,7 +23,7 @@ from app.http.services import Services
 from app.http.turn_route import JSONAnswer, StreamAnswer, TurnRequest, parse_body, turn_route
 from app.schemas import CompletionRequest, OpenAIErrorBody
 from app.turns.openai_request import SESSION_HEADER, session_from_header
-from app.turns.streaming import OPENAI_EVENTS, StreamRelay
+from app.turns.streaming import OPENAI_EVENTS
 
 
 def _error(description: str) -> ResponseSpec:
@@ -71,16 +69,7 @@ async def chat_completions(request: TurnRequest) -> JSONAnswer | StreamAnswer:
     log.session_id = turn.session_id
     if data.stream:
         upstream = await service.stream(request.caller, turn)
-        relay = StreamRelay(
-            chat=service,
-            caller=request.caller,
-            turn=turn,
-            upstream=upstream,
-            events=OPENAI_EVENTS,
-            keepalive_seconds=request.services.settings.stream_keepalive_seconds,
-            log=log,
-        )
-        return StreamAnswer(relay, headers)
+        return StreamAnswer(request.relay(turn, upstream, OPENAI_EVENTS), headers)
     completion, _ = await service.run(request.caller, turn)
     log.model, log.tokens = completion.model, completion.usage.total_tokens
     return JSONAnswer(completion.body, headers)
@@ -104,12 +93,7 @@ COMPLETIONS_OPERATION = Operation(
             "Without it, nothing is stored.",
         )
     ],
-    request_body=RequestBody(
-        content={
-            "application/json": OpenAPIMediaType(schema=responses.component("CompletionRequest"))
-        },
-        required=True,
-    ),
+    request_body=responses.json_request("CompletionRequest"),
     responses={
         "200": responses.json_response(
             "The completion; with `stream: true`, OpenAI's SSE chunks and `data: [DONE]`.",
