@@ -107,16 +107,16 @@ class ModelCatalog:
         """At start: the catalogue as OpenRouter has it now, checked (not stored: the shared
         copy is refreshed as it always is)."""
         try:
-            body = await self._upstream.fetch_models()
+            await self._fetch()
         except AppError as exc:
             logger.warning(
                 "could not read OpenRouter's model catalogue at start",
                 extra={"fields": {"error": exc.message}},
             )
-            return
-        self._check(body)
 
-    def _check(self, body: bytes) -> None:
+    async def _fetch(self) -> bytes:
+        """OpenRouter's list, checked against the models the settings name."""
+        body = await self._upstream.fetch_models()
         listed = {str(model.get("id")) for model in _models_decoder.decode(body).data}
         for model, setting in self._named.items():
             if model not in listed:
@@ -125,6 +125,7 @@ class ModelCatalog:
                     "sent to it fails",
                     extra={"fields": {"model": model, "setting": setting}},
                 )
+        return body
 
     async def get_openai(self) -> tuple[ModelList, bytes]:
         """The list and its body in OpenAI's shape (`GET /v1/models`)."""
@@ -144,7 +145,7 @@ class ModelCatalog:
         """Redis is away: this process's copy (stale), else one fetched for this process."""
         if self._local is not None:
             return msgspec.structs.replace(self._local, source="stale")
-        body = await self._upstream.fetch_models()
+        body = await self._fetch()
         self._local = ModelList(body=body, etag=_etag(body), fetched_at_ms=now_ms(), source="miss")
         return self._local
 
@@ -160,7 +161,7 @@ class ModelCatalog:
         if not got_lock and cached is not None:
             return cached
         try:
-            body = await self._upstream.fetch_models()
+            body = await self._fetch()
         except AppError as exc:
             if cached is None:
                 raise
@@ -172,7 +173,6 @@ class ModelCatalog:
         finally:
             if got_lock:
                 await self._release_lock()
-        self._check(body)
         fresh = ModelList(
             body=body,
             etag=_etag(body),

@@ -97,7 +97,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._max_connections = max_connections
         self._keepalive_seconds = keepalive_seconds
         self._session: aiohttp.ClientSession | None = None
-        self._timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
+        self._timeouts: dict[tuple[float | None, float | None], aiohttp.ClientTimeout] = {}
         self._slots = asyncio.Semaphore(max_connections)
 
     def _open(self) -> aiohttp.ClientSession:
@@ -114,9 +114,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return self._session
 
     def _timeout(self, request: httpx.Request) -> aiohttp.ClientTimeout:
-        """httpx's timeouts of a request in aiohttp's terms, made once per distinct set."""
+        """httpx's connect and read timeouts of a request in aiohttp's terms, made once per
+        distinct pair (its pool timeout is the wait for a slot, `_take_slot`'s)."""
         given = request.extensions.get("timeout", {})
-        key = (given.get("connect"), given.get("read"), given.get("pool"))
+        key = (given.get("connect"), given.get("read"))
         timeout = self._timeouts.get(key)
         if timeout is None:
             timeout = self._timeouts[key] = aiohttp.ClientTimeout(
