@@ -55,8 +55,11 @@ def session(client: httpx.Client, redis_client: redis.Redis, api_key: str) -> Se
     return one_turn_session(client, redis_client, api_key)
 
 
-def failing_turn(http: httpx.Client, session: Session) -> httpx.Response:
-    return post_chat(http, session.key, message="second question", session_id=session.session_id)
+def failing_turn(http: httpx.Client, session: Session, *, stream: bool = False) -> httpx.Response:
+    """The session's second turn; streamed, its errors before the stream are JSON as well."""
+    return post_chat(
+        http, session.key, message="second question", session_id=session.session_id, stream=stream
+    )
 
 
 def assert_history_whole(http: httpx.Client, redis_client: redis.Redis, session: Session) -> None:
@@ -293,13 +296,7 @@ def test_200_with_an_error_body_is_that_error(
     standin.control.script(session.key, {"body_error": error})
 
     # A stream request answered with such a body is that error too, before the stream begins.
-    response = post_chat(
-        client,
-        session.key,
-        message="second question",
-        session_id=session.session_id,
-        stream=stream,
-    )
+    response = failing_turn(client, session, stream=stream)
 
     assert_error(response, expected)
     assert error["message"] in response.json()["error"]["message"]
@@ -426,13 +423,7 @@ def test_a_connection_lost_after_the_request_is_never_sent_again(
 ) -> None:
     # OpenRouter received the request whole, then the connection died: it may be billed.
     standin.control.script(session.key, {"drop": True}, {"drop": True}, {"drop": True})
-    response = post_chat(
-        client,
-        session.key,
-        message="second question",
-        session_id=session.session_id,
-        stream=stream,
-    )
+    response = failing_turn(client, session, stream=stream)
 
     assert_error(response, 502)
     assert response.json()["error"]["type"] == "upstream_disconnected"
