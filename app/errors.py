@@ -53,6 +53,13 @@ class Unauthorized(AppError):
     type = "unauthorized"
 
 
+class ModelNotAllowed(AppError):
+    """The turn could reach a model the operator does not pay for (ALLOWED_MODELS)."""
+
+    status = 403
+    type = "model_not_allowed"
+
+
 class MethodNotAllowed(AppError):
     status = 405
     type = "method_not_allowed"

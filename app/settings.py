@@ -10,6 +10,7 @@ import msgspec
 from msgspec import Meta
 
 from app.tokens import AppToken, parse_app_tokens
+from app.turns.model_policy import ModelPolicy
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -99,6 +100,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, rename="upper"):
     # Per owner (a caller's key, or an app token); 0 is no limit.
     rate_limit_per_minute: Annotated[int, Meta(ge=0)] = 60
     token_limit_per_day: Annotated[int, Meta(ge=0)] = 0
+    # USD per owner per UTC day, held at the catalogue's prices and settled at OpenRouter's
+    # `usage.cost`; 0 is no budget.
+    budget_usd_per_day: Annotated[float, Meta(ge=0, le=1e6)] = 0.0
+    # Model id patterns (`*`: any characters but `:`); empty: every model.
+    allowed_models: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         # Tracebacks and debuggers print settings; the secrets stay out of them.
@@ -125,7 +131,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, rename="upper"):
         return "json" if self.app_env == "production" else "console"
 
 
-_LIST_FIELDS = frozenset({"CORS_ORIGINS"})
+_LIST_FIELDS = frozenset({"CORS_ORIGINS", "ALLOWED_MODELS"})
 
 
 def parse_model_aliases(value: str) -> dict[str, str]:
@@ -174,6 +180,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         settings = msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:
         raise SettingsError(f"invalid setting: {_describe(exc)}") from None
+    if not ModelPolicy(settings.allowed_models).allows(settings.openrouter_default_model):
+        raise SettingsError(
+            f"OPENROUTER_DEFAULT_MODEL {settings.openrouter_default_model!r} is not in "
+            f"ALLOWED_MODELS ({', '.join(settings.allowed_models)}): every turn that names no "
+            "model would be refused; allow it, or pick a default among the allowed models"
+        )
     if settings.server_key_mode and not settings.app_tokens:
         raise SettingsError(
             "APP_TOKENS is required when OPENROUTER_API_KEY is set: clients authenticate with "

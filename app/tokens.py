@@ -1,8 +1,9 @@
 """App tokens: what clients send in server-key mode, configured as digests in APP_TOKENS.
 
-`APP_TOKENS` is a comma-separated list of `name:sha256hex[:turns_per_minute[:tokens_per_day]]`
-entries. The server keeps only digests, so its configuration does not hold a usable token;
-an empty limit field takes the server's default, 0 lifts that limit for the token.
+`APP_TOKENS` is a comma-separated list of
+`name:sha256hex[:turns_per_minute[:tokens_per_day[:usd_per_day]]]` entries. The server keeps
+only digests, so its configuration does not hold a usable token; an empty limit field takes the
+server's default, 0 lifts that limit for the token.
 
     chat-backend token new web        # a fresh token, and its APP_TOKENS entry
     chat-backend token hash < file    # the digest of a token read from stdin
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 
 NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 DIGEST = re.compile(r"[0-9a-f]{64}")
-ENTRY_FORMAT = "name:sha256hex[:turns_per_minute[:tokens_per_day]]"
+ENTRY_FORMAT = "name:sha256hex[:turns_per_minute[:tokens_per_day[:usd_per_day]]]"
 
 
 class AppToken(msgspec.Struct, kw_only=True, frozen=True):
@@ -34,6 +35,7 @@ class AppToken(msgspec.Struct, kw_only=True, frozen=True):
     digest: str
     turns_per_minute: int | None = None  # None: RATE_LIMIT_PER_MINUTE
     tokens_per_day: int | None = None  # None: TOKEN_LIMIT_PER_DAY
+    usd_per_day: float | None = None  # None: BUDGET_USD_PER_DAY
 
 
 def token_digest(token: str) -> str:
@@ -58,11 +60,23 @@ def _limit(text: str, what: str) -> int | None:
     return int(text)
 
 
+def _dollars(text: str, what: str) -> float | None:
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (0 <= value <= 1e6):  # also refuses nan
+        raise ValueError(f"{what} must be an amount of USD >= 0, not {text!r}")
+    return value
+
+
 def _entry(position: int, text: str) -> AppToken:
     fields = text.split(":")
     name = fields[0]
     where = f"entry {position} ({name!r})" if NAME.fullmatch(name) else f"entry {position}"
-    if len(fields) < 2 or len(fields) > 4:
+    if len(fields) < 2 or len(fields) > 5:
         raise ValueError(f"{where}: expected {ENTRY_FORMAT}")
     if not NAME.fullmatch(name):
         raise ValueError(f"{where}: the name must match {NAME.pattern}")
@@ -71,12 +85,13 @@ def _entry(position: int, text: str) -> AppToken:
             f"{where}: the digest must be 64 lowercase hex digits "
             "(chat-backend token hash prints it)"
         )
-    limits = [*fields[2:], "", ""]
+    limits = [*fields[2:], "", "", ""]
     return AppToken(
         name=name,
         digest=fields[1],
         turns_per_minute=_limit(limits[0], f"{where}: turns_per_minute"),
         tokens_per_day=_limit(limits[1], f"{where}: tokens_per_day"),
+        usd_per_day=_dollars(limits[2], f"{where}: usd_per_day"),
     )
 
 

@@ -98,19 +98,22 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             store = SessionStore(
                 redis, ttl_ms=settings.session_ttl_ms, history_cap=settings.history_cap
             )
-            chat = ChatService(store, upstream, UsageInbox(redis), RateLimiter(redis), settings)
+            catalog = ModelCatalog(
+                redis,
+                upstream,
+                fresh_seconds=settings.models_cache_seconds,
+                named=named_models(settings),
+            )
+            chat = ChatService(
+                store, upstream, UsageInbox(redis), RateLimiter(redis), settings, catalog
+            )
             try:
                 yield Services(
                     settings=settings,
                     redis=redis,
                     store=store,
                     chat=chat,
-                    catalog=ModelCatalog(
-                        redis,
-                        upstream,
-                        fresh_seconds=settings.models_cache_seconds,
-                        named=named_models(settings),
-                    ),
+                    catalog=catalog,
                 )
             finally:
                 await chat.drain(LATE_WRITES_SECONDS)

@@ -19,6 +19,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.clock import DAY_MS
 from app.schemas import MAX_COST_PER_CALL, MAX_TOKENS_PER_CALL
+from app.store.spend import HOLD_MS, PROMPT_BYTES_PER_TOKEN, SETTLED_MS
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Sequence
@@ -186,6 +187,9 @@ _CONSTANTS = (
     f"local DAY_MS = {DAY_MS}\n"
     f"local MAX_TOKENS_PER_CALL = {MAX_TOKENS_PER_CALL}\n"
     f"local MAX_COST_PER_CALL = {MAX_COST_PER_CALL!r}\n"
+    f"local HOLD_MS = {HOLD_MS}\n"
+    f"local SETTLED_MS = {SETTLED_MS}\n"
+    f"local PROMPT_BYTES_PER_TOKEN = {PROMPT_BYTES_PER_TOKEN}\n"
 )
 
 

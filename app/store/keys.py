@@ -56,13 +56,21 @@ def owner_sessions(owner: str) -> str:
 
 
 def owner_limit(owner: str) -> str:
-    """Hash: the owner's rate-limit state: `tat` (ms when its turn bucket is full again) and
-    the UTC day's token count (`day`, days since the epoch; `tokens`).
+    """Hash: the owner's limit state: `tat` (ms when its turn bucket is full again); the UTC
+    day's settled counts (`day`, days since the epoch; `tokens`; `cost`, micro-USD); what the
+    turns in flight hold (`held_tokens`, `held_cost`, and `h:<turn id>` = "<tokens> <cost>"
+    for each).
 
-    One key per owner, tagged `{<owner>}` so the admission script touches one slot. Its TTL
-    runs until the bucket is full, or the day ends while tokens are counted.
+    Tagged `{<owner>}`, like `owner_holds`, so the admission script touches one slot. Its TTL
+    runs until the bucket is full, the day ends while spend is counted, or a hold lapses.
     """
     return f"{PREFIX}:limit:{{{owner}}}"
+
+
+def owner_holds(owner: str) -> str:
+    """Sorted set: the owner's turns in flight -> ms when their hold lapses; settled turns ->
+    minus ms when their mark lapses (a replayed admission or settle finds its turn here)."""
+    return f"{PREFIX}:limit:{{{owner}}}:holds"
 
 
 def daily_metrics(day: str) -> str:

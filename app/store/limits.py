@@ -1,9 +1,10 @@
-"""Per-owner limits on turns, shared by every replica through one Redis hash per owner.
+"""Per-owner limits on turns, tokens and spend, shared by every replica through Redis.
 
-A turn is admitted and counted atomically (`lua/admission.lua`), in the same script that reads
-the turn's history (`lua/open_turn.lua`), or alone for a turn that reads none
-(`admit_turn.lua`). The admission keeps the turns-per-minute limit as a token bucket (GCRA)
-and reads the day's token count, which the commit script adds to.
+A turn is admitted atomically (`lua/admission.lua`), in the same script that reads the turn's
+history (`lua/open_turn.lua`), or alone for a turn that reads none (`admit_turn.lua`). The
+admission keeps the turns-per-minute limit as a token bucket (GCRA) and holds the turn's worst
+case against the day's tokens and budget; the turn's end settles it to what it spent
+(`settle.lua`, in the commit or in `pass_through.lua`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from app.errors import RateLimited
 from app.store import keys
 from app.store.client import LuaScript, lua_script
+from app.store.spend import FREE, MICROS, Prices
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -24,13 +26,24 @@ class Limits(NamedTuple):
 
     turns_per_minute: int
     tokens_per_day: int
+    micro_usd_per_day: int = 0
 
     @property
     def active(self) -> bool:
-        return bool(self.turns_per_minute or self.tokens_per_day)
+        return bool(self.turns_per_minute or self.tokens_per_day or self.micro_usd_per_day)
 
 
-NO_LIMITS = Limits(0, 0)
+NO_LIMITS = Limits(0, 0, 0)
+
+
+class TurnWant(NamedTuple):
+    """What a turn asks to hold: its id, the bytes of its prompt that Redis does not hold (the
+    stored history is counted by the script), its `max_tokens` and its model's prices."""
+
+    turn_id: str
+    prompt_bytes: int
+    max_tokens: int
+    prices: Prices = FREE
 
 
 def _seconds(ms: int) -> int:
@@ -40,16 +53,24 @@ def _seconds(ms: int) -> int:
 class Quota:
     """Where an owner stands after the admission of a turn: what the response headers say."""
 
-    __slots__ = ("day_left_ms", "limits", "reset_ms", "tokens_used", "turns_left")
+    __slots__ = ("day_left_ms", "limits", "reset_ms", "spent", "tokens_used", "turns_left")
 
     def __init__(
-        self, limits: Limits, *, turns_left: int, reset_ms: int, tokens_used: int, day_left_ms: int
+        self,
+        limits: Limits,
+        *,
+        turns_left: int,
+        reset_ms: int,
+        tokens_used: int,
+        day_left_ms: int,
+        spent: int = 0,
     ) -> None:
         self.limits = limits
         self.turns_left = turns_left
         self.reset_ms = reset_ms
-        self.tokens_used = tokens_used
+        self.tokens_used = tokens_used  # settled and held today
         self.day_left_ms = day_left_ms
+        self.spent = spent  # micro-USD settled and held today
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         """`X-RateLimit-*` for turns, `X-RateLimit-*-Tokens` for tokens; resets in seconds."""
@@ -66,7 +87,17 @@ class Quota:
                 (b"x-ratelimit-remaining-tokens", b"%d" % max(tokens - self.tokens_used, 0)),
                 (b"x-ratelimit-reset-tokens", b"%d" % _seconds(self.day_left_ms)),
             ]
+        if budget := self.limits.micro_usd_per_day:
+            out += [
+                (b"x-budget-limit-usd", _usd(budget)),
+                (b"x-budget-remaining-usd", _usd(max(budget - self.spent, 0))),
+                (b"x-budget-reset", b"%d" % _seconds(self.day_left_ms)),
+            ]
         return out
+
+
+def _usd(micro_usd: int) -> bytes:
+    return b"%.6f" % (micro_usd / MICROS)
 
 
 class QuotaSlot:
@@ -78,9 +109,36 @@ class QuotaSlot:
         self.quota: Quota | None = None
 
 
-def admission_args(limits: Limits) -> list[str]:
-    """ARGV of the admission scripts: turns per minute, tokens per day (0: no limit)."""
-    return [str(limits.turns_per_minute), str(limits.tokens_per_day)]
+def admission_args(limits: Limits, want: TurnWant) -> list[str]:
+    """ARGV of the admission scripts (admit_turn.lua has their order)."""
+    prices = want.prices
+    return [
+        str(limits.turns_per_minute),
+        str(limits.tokens_per_day),
+        str(limits.micro_usd_per_day),
+        want.turn_id,
+        str(want.prompt_bytes),
+        str(want.max_tokens),
+        repr(prices.prompt),
+        repr(prices.completion),
+        repr(prices.request),
+    ]
+
+
+def _refusal(limits: Limits, reason: int, used: int, spent: int, retry_after: int) -> str:
+    if reason == 2:
+        message = (
+            f"token limit reached: {used} of {limits.tokens_per_day} tokens used or held by "
+            "turns in flight today (UTC)"
+        )
+    elif reason == 3:
+        message = (
+            f"budget reached: {_usd(spent).decode()} of {_usd(limits.micro_usd_per_day).decode()}"
+            " USD spent or held by turns in flight today (UTC)"
+        )
+    else:
+        message = f"rate limit reached: {limits.turns_per_minute} turns per minute"
+    return f"{message}; retry in {retry_after} s"
 
 
 class Admission:
@@ -88,10 +146,12 @@ class Admission:
 
     __slots__ = ("_limits", "_script", "_slot", "args", "keys")
 
-    def __init__(self, script: LuaScript, owner: str, limits: Limits, slot: QuotaSlot) -> None:
+    def __init__(
+        self, script: LuaScript, owner: str, limits: Limits, slot: QuotaSlot, want: TurnWant
+    ) -> None:
         self._script = script
-        self.keys = [keys.owner_limit(owner)]
-        self.args = admission_args(limits)
+        self.keys = [keys.owner_limit(owner), keys.owner_holds(owner)]
+        self.args = admission_args(limits, want)
         self._limits = limits
         self._slot = slot
 
@@ -100,25 +160,21 @@ class Admission:
 
     async def settle(self, reply: Any) -> None:
         """Record the quota of the script's answer; raise `RateLimited` if it refused the turn."""
-        admitted, turns_left, reset_ms, retry_ms, tokens_used, day_left_ms = map(int, reply)
+        admitted, turns_left, reset_ms, retry_ms, used, day_left_ms, spent, reason = map(int, reply)
         self._slot.quota = Quota(
             self._limits,
             turns_left=turns_left,
             reset_ms=reset_ms,
-            tokens_used=tokens_used,
+            tokens_used=used,
             day_left_ms=day_left_ms,
+            spent=spent,
         )
         if admitted:
             return
         retry_after = max(_seconds(retry_ms), 1)
-        if self._limits.tokens_per_day and tokens_used >= self._limits.tokens_per_day:
-            message = (
-                f"token limit reached: {tokens_used} of {self._limits.tokens_per_day} tokens "
-                "used today (UTC)"
-            )
-        else:
-            message = f"rate limit reached: {self._limits.turns_per_minute} turns per minute"
-        raise RateLimited(f"{message}; retry in {retry_after} s", retry_after=retry_after)
+        raise RateLimited(
+            _refusal(self._limits, reason, used, spent, retry_after), retry_after=retry_after
+        )
 
 
 class RateLimiter:
@@ -127,5 +183,7 @@ class RateLimiter:
     def __init__(self, redis: Redis) -> None:
         self._script = LuaScript(redis, lua_script("admit_turn.lua", after=("admission.lua",)))
 
-    def admission(self, owner: str, limits: Limits, slot: QuotaSlot) -> Admission | None:
-        return Admission(self._script, owner, limits, slot) if limits.active else None
+    def admission(
+        self, owner: str, limits: Limits, slot: QuotaSlot, want: TurnWant
+    ) -> Admission | None:
+        return Admission(self._script, owner, limits, slot, want) if limits.active else None

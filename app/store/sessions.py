@@ -23,7 +23,7 @@ from app.schemas import (
 )
 from app.store import keys
 from app.store.client import LuaScript, awaited, lua_script
-from app.store.limits import NO_LIMITS, admission_args
+from app.store.limits import NO_LIMITS, TurnWant, admission_args
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -61,19 +61,23 @@ class TurnCommit(msgspec.Struct, kw_only=True, frozen=True):
     title: str
     system_prompt: str | None
     usage_record: bytes | None = None
-    # Whether the answer's tokens count against the owner's TOKEN_LIMIT_PER_DAY.
-    count_tokens: bool = False
+    # What the turn spent (tokens, micro-USD), settled against the owner's limits; None for
+    # an owner without limits.
+    spent: tuple[int, int] | None = None
 
 
 class Committed(NamedTuple):
     message_count: int
-    tokens_today: int | None  # the owner's tokens of the UTC day, when counted
+    # The owner's tokens and micro-USD of the UTC day (held by turns in flight included),
+    # when it has limits.
+    day: tuple[int, int] | None
 
 
 _message_encoder = msgspec.json.Encoder()
 _history_decoder = msgspec.json.Decoder(HistoryMessage)
 _message_decoder = msgspec.json.Decoder(StoredMessage)
 
+_NO_WANT = TurnWant("", 0, 0)
 _SUMMARY_FIELDS = ("owner", "title", "model", "message_count", "created", "updated")
 _USAGE_INT_FIELDS = ("turns", "prompt_tokens", "completion_tokens", "total_tokens")
 
@@ -111,7 +115,7 @@ def parse_usage(raw: dict[bytes, bytes]) -> SessionUsage:
 
 
 def commit_turn_script() -> str:
-    return lua_script("commit_turn.lua", after=("day_tokens.lua",))
+    return lua_script("commit_turn.lua", after=("settle.lua",))
 
 
 class SessionStore:
@@ -138,9 +142,12 @@ class SessionStore:
         limit, args = (
             (admission.keys, admission.args)
             if admission is not None
-            else ([keys.owner_limit(owner)], admission_args(NO_LIMITS))
+            else (
+                [keys.owner_limit(owner), keys.owner_holds(owner)],
+                admission_args(NO_LIMITS, _NO_WANT),
+            )
         )
-        reply: list[Any] = await self._open(keys=[*limit, k.meta, k.messages], args=args)
+        reply: list[Any] = await self._open(keys=[*limit, k.meta, k.messages], args=[*args, owner])
         if admission is not None:
             await admission.settle(reply[0])
         _, stored_owner, system_prompt, raw_messages = reply
@@ -152,9 +159,10 @@ class SessionStore:
         )
 
     async def commit_turn(self, turn: TurnCommit) -> Committed:
-        """Write the turn in one atomic script; the owner's day's tokens are counted in it."""
+        """Write the turn in one atomic script; it settles the turn against the owner's limits."""
         k = keys.session_keys(turn.session_id)
-        status, count, tokens_today = await self._commit(
+        spent = ("", "") if turn.spent is None else turn.spent
+        status, count, tokens_today, spent_today = await self._commit(
             keys=[
                 k.meta,
                 k.messages,
@@ -165,6 +173,7 @@ class SessionStore:
                 keys.USAGE_INBOX,
                 keys.OWNERS,
                 keys.owner_limit(turn.owner),
+                keys.owner_holds(turn.owner),
             ],
             args=[
                 turn.session_id,
@@ -177,14 +186,15 @@ class SessionStore:
                 turn.title,
                 turn.system_prompt or "",
                 turn.usage_record or b"",
-                (turn.assistant.tokens or 0) if turn.count_tokens else "",
+                *spent,
                 *map(_message_encoder.encode, turn.messages),
                 _message_encoder.encode(turn.assistant),
             ],
         )
         if status == 0:
             raise SessionNotFound(turn.session_id)
-        return Committed(int(count), int(tokens_today) if tokens_today >= 0 else None)
+        day = (int(tokens_today), int(spent_today)) if tokens_today >= 0 else None
+        return Committed(int(count), day)
 
     async def _read(self, session_id: str) -> tuple[str, dict[str, Any]]:
         """The owner and the fields of a session's detail view, in one round trip."""

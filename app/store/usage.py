@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 from redis.exceptions import RedisError
@@ -32,6 +32,8 @@ class UsageEvent(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
     total_tokens: int = 0
     cost: float = 0.0
     latency_ms: float = 0.0
+    # Counts estimated by the API (a stream cut before OpenRouter's usage), not reported.
+    estimated: bool = False
 
     @classmethod
     def at_time(cls, when: datetime, **fields: Any) -> UsageEvent:
@@ -46,40 +48,56 @@ class UsageEvent(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
 usage_event_encoder = msgspec.json.Encoder()
 
 
+class Settlement(NamedTuple):
+    """A turn's end against its owner's limits: what it spent, in tokens and micro-USD."""
+
+    owner: str
+    turn_id: str
+    tokens: int
+    micro_usd: int
+
+
 class UsageInbox:
     """Failed calls and turns without a session go to the worker's inbox from here; turns of a
-    session get there inside their commit."""
+    session get there inside their commit. For an owner with limits, the same script settles
+    the turn (`lua/pass_through.lua`)."""
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
-        self._pass_through = LuaScript(
-            redis, lua_script("pass_through.lua", after=("day_tokens.lua",))
-        )
+        self._settle = LuaScript(redis, lua_script("pass_through.lua", after=("settle.lua",)))
 
-    async def passed_through(self, event: UsageEvent, owner: str | None) -> int | None:
-        """A turn that stores no session still counts in the metrics and, given the `owner`
-        of a token limit, in the owner's tokens of the day (returned). Best effort: the
-        turn was answered (and billed) whether or not Redis takes the event."""
+    async def _push(
+        self, event: UsageEvent, settlement: Settlement | None
+    ) -> tuple[int, int] | None:
         record = usage_event_encoder.encode(event)
+        if settlement is None:
+            await awaited(self._redis.rpush(keys.USAGE_INBOX, record))
+            return None
+        owner = settlement.owner
+        tokens, spent = await self._settle(
+            keys=[keys.USAGE_INBOX, keys.owner_limit(owner), keys.owner_holds(owner)],
+            args=[record, settlement.turn_id, settlement.tokens, settlement.micro_usd],
+        )
+        return (int(tokens), int(spent)) if tokens >= 0 else None
+
+    async def passed_through(
+        self, event: UsageEvent, settlement: Settlement | None
+    ) -> tuple[int, int] | None:
+        """A turn that stores no session still counts in the metrics and, for an owner with
+        limits, against them: the owner's tokens and micro-USD of the day are returned. Best
+        effort: the turn was answered (and billed) whether or not Redis takes the event."""
         try:
-            if owner is None:
-                await awaited(self._redis.rpush(keys.USAGE_INBOX, record))
-                return None
-            used = await self._pass_through(
-                keys=[keys.USAGE_INBOX, keys.owner_limit(owner)],
-                args=[record, event.total_tokens],
-            )
-            return int(used)
+            return await self._push(event, settlement)
         except RedisError:
             logger.warning(
                 "could not record a turn's usage", extra={"fields": {"status": event.status}}
             )
             return None
 
-    async def failed(self, model: str, status: int) -> None:
-        """Best effort: the client must see the upstream's error, not a storage error."""
-        event = UsageEvent.now(model=model, status=status)
+    async def failed(self, model: str, status: int, settlement: Settlement | None) -> None:
+        """Best effort: the client must see the upstream's error, not a storage error. A hold
+        that is not given back here lapses by itself."""
         try:
-            await awaited(self._redis.rpush(keys.USAGE_INBOX, usage_event_encoder.encode(event)))
+            await self._push(UsageEvent.now(model=model, status=status), settlement)
         except RedisError:
             logger.warning("could not record a failed call", extra={"fields": {"status": status}})

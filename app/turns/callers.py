@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from app.errors import Unauthorized
 from app.store.limits import Limits, QuotaSlot
+from app.store.spend import micros
 from app.tokens import find_token
 
 if TYPE_CHECKING:
@@ -95,7 +96,11 @@ class Authenticator:
         self._secret = settings.session_secret.encode()
         self._server_key = ApiKey(settings.openrouter_api_key) if settings.server_key_mode else None
         self._tokens = settings.app_tokens
-        self._limits = Limits(settings.rate_limit_per_minute, settings.token_limit_per_day)
+        self._limits = Limits(
+            settings.rate_limit_per_minute,
+            settings.token_limit_per_day,
+            micros(settings.budget_usd_per_day),
+        )
 
     def caller(self, header: str | None) -> Caller:
         if self._server_key is None:
@@ -108,6 +113,7 @@ class Authenticator:
         limits = Limits(
             self._limits.turns_per_minute if app.turns_per_minute is None else app.turns_per_minute,
             self._limits.tokens_per_day if app.tokens_per_day is None else app.tokens_per_day,
+            self._limits.micro_usd_per_day if app.usd_per_day is None else micros(app.usd_per_day),
         )
         return Caller(
             key=self._server_key,

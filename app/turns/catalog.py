@@ -13,6 +13,7 @@ from app.clock import now_ms
 from app.errors import AppError
 from app.store import keys
 from app.store.client import awaited
+from app.turns.pricing import PriceBook
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -102,6 +103,8 @@ class ModelCatalog:
         self._local: ModelList | None = None
         # The same copy in OpenAI's shape (its etag, the body): converted once per copy.
         self._openai: tuple[str, bytes] | None = None
+        # Its prices (its etag, the book, ms when the copy was last checked to be current).
+        self._prices: tuple[str, PriceBook, int] | None = None
 
     async def check_named_models(self) -> None:
         """At start: the catalogue as OpenRouter has it now, checked (not stored: the shared
@@ -134,6 +137,18 @@ class ModelCatalog:
         if converted is None or converted[0] != models.etag:
             converted = self._openai = (models.etag, openai_model_list(models.body))
         return models, converted[1]
+
+    async def price_book(self) -> PriceBook:
+        """The prices of the current copy: read again at most once per MODELS_CACHE_SECONDS,
+        so that a turn held at its model's prices costs no round trip."""
+        book = self._prices
+        if book is not None and now_ms() - book[2] < max(self._fresh_ms, 1000):
+            return book[1]
+        models = await self.get()
+        if book is None or book[0] != models.etag:
+            book = (models.etag, PriceBook(models.body), now_ms())
+        self._prices = (book[0], book[1], now_ms())
+        return book[1]
 
     async def get(self) -> ModelList:
         try:

@@ -11,14 +11,18 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from app.errors import InvalidRequest, UpstreamError
+from app.errors import ClientDisconnected, InvalidRequest, UpstreamError
 from app.ids import random_id
 from app.ops import prometheus
-from app.schemas import ChatRequest, ChatResponse, StoredMessage
+from app.schemas import ChatRequest, ChatResponse, StoredMessage, Usage
+from app.store.limits import TurnWant
 from app.store.sessions import History, HistoryMessage, TurnCommit
-from app.store.usage import UsageEvent, UsageInbox, usage_event_encoder
+from app.store.spend import FREE, MICROS, Prices, estimated_tokens, micros
+from app.store.usage import Settlement, UsageEvent, UsageInbox, usage_event_encoder
+from app.turns.model_policy import ModelPolicy
 from app.turns.openai_request import NEW_SESSION, incoming_turn, text_of
 from app.turns.payload import conversation, upstream_payload
+from app.turns.pricing import fallback_models
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
@@ -28,9 +32,11 @@ if TYPE_CHECKING:
     from app.store.limits import RateLimiter
     from app.store.sessions import SessionStore
     from app.turns.callers import Caller
+    from app.turns.catalog import ModelCatalog
     from app.upstream.client import Completion, OpenRouterClient, UpstreamStream
 
 logger = logging.getLogger("app.chat")
+_json = msgspec.json.Encoder()
 
 # Request fields that are ours, or that we set ourselves; every other field goes upstream as is.
 OWN_FIELDS = frozenset(ChatRequest.__struct_fields__) | {"messages", "prompt", "stream_options"}
@@ -42,6 +48,9 @@ TOOLS_ON_V1 = (
     "`X-Session-Id`, which stores the calls and their results in the same session"
 )
 TITLE_CHARS = 80
+NO_USAGE = Usage()
+# The status a call the client walked away from is counted as (nginx's "client closed").
+CLIENT_CLOSED = ClientDisconnected.status
 EMPTY_HISTORY = History(system_prompt=None, messages=[])
 
 
@@ -82,6 +91,8 @@ class PreparedTurn(msgspec.Struct, kw_only=True, frozen=True):
     system_prompt: str | None  # what the turn sets; None keeps the session's
     messages: list[StoredMessage]  # the new messages stored before the answer
     payload: bytes
+    # The prices its spend is estimated at, when it has to be (a stream cut before its usage).
+    prices: Prices = FREE
 
 
 def chat_answer(turn: PreparedTurn, completion: Completion, saved: StoredMessage) -> ChatResponse:
@@ -112,12 +123,15 @@ class ChatService:
         usage: UsageInbox,
         limiter: RateLimiter,
         settings: Settings,
+        catalog: ModelCatalog,
     ) -> None:
         self._store = store
         self._upstream = upstream
         self._usage = usage
         self._limiter = limiter
         self._settings = settings
+        self._catalog = catalog
+        self._policy = ModelPolicy(settings.allowed_models)
         # Writes that outlive their request (a stream cut by the server's shutdown), awaited
         # by `drain` before the clients close.
         self._late_writes: set[asyncio.Future[None]] = set()
@@ -153,19 +167,31 @@ class ChatService:
                 f"{field}: at most {self._settings.max_tokens_limit} is allowed", field=field
             )
 
-    async def _session(self, caller: Caller, session_id: str | None) -> tuple[str, History]:
+    async def _prices(self, caller: Caller, model: str, fields: dict[str, Any]) -> Prices:
+        """Refuse a turn that could reach a model outside ALLOWED_MODELS; the prices it is
+        held at under a budget: the highest of the models it may be sent to."""
+        aliases = self._settings.model_aliases
+        fallbacks = [aliases.get(name, name) for name in fallback_models(fields)]
+        self._policy.check(model, fields, fallbacks)
+        if not caller.limits.micro_usd_per_day:
+            return FREE
+        return (await self._catalog.price_book()).of([model, *fallbacks])
+
+    async def _session(
+        self, caller: Caller, session_id: str | None, want: TurnWant
+    ) -> tuple[str, History]:
         """The turn's session and its history (None starts a new one), the caller's admission
         riding in the same round trip: 429 when the caller's limit is used up."""
         if session_id is None:
             # A fresh random id has no history: Redis is asked only for the admission.
-            await self._admit(caller)
+            await self._admit(caller, want)
             return new_session_id(), EMPTY_HISTORY
-        admission = self._limiter.admission(caller.owner, caller.limits, caller.quota)
+        admission = self._limiter.admission(caller.owner, caller.limits, caller.quota, want)
         return session_id, await self._store.load_history(session_id, caller.owner, admission)
 
-    async def _admit(self, caller: Caller) -> None:
+    async def _admit(self, caller: Caller, want: TurnWant) -> None:
         """The admission of a turn that reads no session."""
-        admission = self._limiter.admission(caller.owner, caller.limits, caller.quota)
+        admission = self._limiter.admission(caller.owner, caller.limits, caller.quota, want)
         if admission is not None:
             await admission.run()
 
@@ -178,18 +204,26 @@ class ChatService:
         for name in TOOL_FIELDS:
             if name in extras:
                 raise InvalidRequest(f"{name}: {TOOLS_ON_V1}", field=name)
-        session_id, history = await self._session(caller, request.session_id)
         model = self._model(request.model)
+        prices = await self._prices(caller, model, extras)
+        want = TurnWant(
+            random_id(),
+            len(request.message.encode()) + len((request.system_prompt or "").encode()),
+            request.max_tokens or self._settings.max_tokens_default,
+            prices,
+        )
+        session_id, history = await self._session(caller, request.session_id, want)
         system_prompt = request.system_prompt or history.system_prompt
         user = StoredMessage(role="user", content=request.message, timestamp=datetime.now(UTC))
         payload = self._payload(request, extras, history, system_prompt, model, session_id, stream)
         return PreparedTurn(
             session_id=session_id,
-            turn_id=random_id(),
+            turn_id=want.turn_id,
             model=model,
             system_prompt=request.system_prompt,
             messages=[user],
             payload=payload,
+            prices=prices,
         )
 
     async def prepare_completion(
@@ -208,6 +242,20 @@ class ChatService:
         """
         self._check_max_tokens(request.max_tokens, "max_tokens")
         self._check_max_tokens(request.max_completion_tokens, "max_completion_tokens")
+        model = self._model(request.model)
+        prices = await self._prices(caller, model, raw)
+        limits = caller.limits
+        want = TurnWant(
+            random_id(),
+            # Only a token limit or a budget needs the prompt's size.
+            len(_json.encode(request.messages))
+            if limits.tokens_per_day or limits.micro_usd_per_day
+            else 0,
+            request.max_tokens
+            or request.max_completion_tokens
+            or self._settings.max_tokens_default,
+            prices,
+        )
         session_id: str | None = None
         system_prompt: str | None = None
         stored: list[StoredMessage] = []
@@ -215,7 +263,7 @@ class ChatService:
         if session is not None:
             incoming = incoming_turn(request.messages)
             session_id, history = await self._session(
-                caller, None if session == NEW_SESSION else session
+                caller, None if session == NEW_SESSION else session, want
             )
             system_prompt, stored = incoming.system_prompt, incoming.stored
             messages = [
@@ -223,14 +271,14 @@ class ChatService:
                 *incoming.upstream,
             ]
         else:
-            await self._admit(caller)
-        model = self._model(request.model)
+            await self._admit(caller, want)
         return PreparedTurn(
             session_id=session_id,
-            turn_id=random_id(),
+            turn_id=want.turn_id,
             model=model,
             system_prompt=system_prompt,
             messages=stored,
+            prices=prices,
             payload=upstream_payload(
                 raw,
                 model=model,
@@ -284,8 +332,12 @@ class ChatService:
                 caller.key.value, turn.payload, requested_model=turn.model
             )
         except UpstreamError as exc:
-            await self.record_failure(turn.model, exc.upstream_status or exc.status)
+            await self.record_failure(caller, turn, exc.upstream_status or exc.status)
             raise _for_caller(caller, exc) from None
+        except BaseException:
+            # Cancelled (the client left) or broken: the hold goes back now, not when it lapses.
+            self.write_later(self.record_failure(caller, turn, CLIENT_CLOSED))
+            raise
         prometheus.UPSTREAM_COMPLETE.observe(completion.latency_ms / 1000)
         return completion, await self.commit(caller, turn, completion)
 
@@ -301,14 +353,49 @@ class ChatService:
         try:
             upstream = await self._upstream.open_stream(caller.key.value, turn.payload)
         except UpstreamError as exc:
-            await self.record_failure(turn.model, exc.upstream_status or exc.status)
+            await self.record_failure(caller, turn, exc.upstream_status or exc.status)
             raise _for_caller(caller, exc) from None
+        except BaseException:
+            self.write_later(self.record_failure(caller, turn, CLIENT_CLOSED))
+            raise
         prometheus.UPSTREAM_STREAM_OPEN.observe(time.perf_counter() - upstream.started)
         return upstream
 
-    async def record_failure(self, model: str, status: int) -> None:
+    @staticmethod
+    def _settlement(caller: Caller, turn: PreparedTurn, usage: Usage) -> Settlement:
+        """What the turn spent, as the caller's limits count it."""
+        limits = caller.limits
+        cost = usage.cost
+        spent = (
+            micros(cost)
+            if cost is not None
+            else turn.prices.cost(usage.prompt_tokens, usage.completion_tokens)
+        )
+        return Settlement(
+            caller.owner,
+            turn.turn_id,
+            usage.total_tokens if limits.tokens_per_day else 0,
+            spent if limits.micro_usd_per_day else 0,
+        )
+
+    @staticmethod
+    def estimate(turn: PreparedTurn, text: str) -> Usage:
+        """The usage of a stream cut before OpenRouter sent it: the prompt sent and the text
+        relayed, at the estimate's bytes a token; priced when the turn has prices."""
+        prompt = estimated_tokens(len(turn.payload))
+        answer = estimated_tokens(len(text.encode()))
+        cost = turn.prices.cost(prompt, answer) / MICROS if turn.prices != FREE else None
+        return Usage(
+            prompt_tokens=prompt, completion_tokens=answer, total_tokens=prompt + answer, cost=cost
+        )
+
+    async def record_failure(
+        self, caller: Caller, turn: PreparedTurn, status: int, usage: Usage = NO_USAGE
+    ) -> None:
+        """A call that saved no turn: counted in the metrics, and what it spent (`usage`)
+        settled against the caller's limits, giving the rest of its hold back."""
         prometheus.upstream_failed(status)
-        await self._usage.failed(model, status)
+        await self._usage.failed(turn.model, status, self._settlement(caller, turn, usage))
 
     async def commit(
         self,
@@ -325,8 +412,14 @@ class ChatService:
         saved.
 
         `interrupted` and `error` mark a partial answer of a stream; `status` is the failure
-        the worker's metrics count it as.
+        the worker's metrics count it as. A partial answer without OpenRouter's usage is
+        charged an estimate (`estimate`), marked `estimated` in its usage record.
         """
+        estimated = (interrupted or error is not None) and not completion.usage.total_tokens
+        if estimated:
+            completion = msgspec.structs.replace(
+                completion, usage=self.estimate(turn, completion.content)
+            )
         assistant = StoredMessage(
             role="assistant",
             # An answer that only calls tools has no text: null, as OpenAI's API has it.
@@ -341,22 +434,22 @@ class ChatService:
             interrupted=interrupted,
             error=error,
         )
+        usage = completion.usage
         event = UsageEvent.at_time(
             assistant.timestamp,
             status=status,
             model=completion.model,
             session_id=turn.session_id,
-            prompt_tokens=completion.usage.prompt_tokens,
-            completion_tokens=completion.usage.completion_tokens,
-            total_tokens=completion.usage.total_tokens,
-            cost=completion.usage.cost or 0.0,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            total_tokens=usage.total_tokens,
+            cost=usage.cost or 0.0,
             latency_ms=completion.latency_ms,
+            estimated=estimated,
         )
-        counts_tokens = bool(caller.limits.tokens_per_day)
+        settlement = self._settlement(caller, turn, usage)
         if turn.session_id is None:
-            tokens_today = await self._usage.passed_through(
-                event, caller.owner if counts_tokens else None
-            )
+            day = await self._usage.passed_through(event, settlement)
         else:
             committed = await self._store.commit_turn(
                 TurnCommit(
@@ -368,17 +461,18 @@ class ChatService:
                     title=title_of(first_user_text(turn.messages)),
                     system_prompt=turn.system_prompt,
                     usage_record=usage_event_encoder.encode(event),
-                    count_tokens=counts_tokens,
+                    spent=(settlement.tokens, settlement.micro_usd)
+                    if caller.limits.active
+                    else None,
                 )
             )
-            tokens_today = committed.tokens_today
+            day = committed.day
         if status != 200:
             prometheus.upstream_failed(status)
-        usage = completion.usage
         prometheus.turn_saved(
             completion.model, usage.prompt_tokens, usage.completion_tokens, usage.cost or 0.0
         )
         quota = caller.quota.quota
-        if quota is not None and tokens_today is not None:
-            quota.tokens_used = tokens_today
+        if quota is not None and day is not None:
+            quota.tokens_used, quota.spent = day
         return assistant

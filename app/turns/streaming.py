@@ -34,7 +34,7 @@ from app.schemas import (
     Usage,
 )
 from app.store.failures import storage_error
-from app.turns.service import chat_answer
+from app.turns.service import CLIENT_CLOSED, chat_answer
 from app.upstream.client import Completion, ErrorObject
 
 if TYPE_CHECKING:
@@ -407,8 +407,13 @@ class StreamRelay:
         self, *, interrupted: bool = False, error: str | None = None, status: int = 200
     ) -> None:
         if not self._received.parts:
-            if status != 200:
-                await self._chat.record_failure(self._turn.model, status)
+            # Cut before any text: upstream billed the prompt (its usage, if it came).
+            usage = self._received.usage
+            if interrupted and not usage.total_tokens:
+                usage = self._chat.estimate(self._turn, "")
+            await self._chat.record_failure(
+                self._caller, self._turn, CLIENT_CLOSED if status == 200 else status, usage
+            )
             return
         # A tool call cut short cannot be answered: of a partial answer, only the text is kept.
         completion = self._received.completion(self._upstream.started, calls=False)

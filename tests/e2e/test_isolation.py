@@ -105,7 +105,7 @@ def test_another_key_reaches_nothing_of_a_session_on_any_route(
     # Refused before OpenRouter was called: the intruder's key was never used upstream.
     assert standin.control.requests(intruder) == []
     # Only the intruder's own rate-limit count moved: its turns count, like any turn.
-    skip = frozenset({"chat:usage:inbox", limit_key(intruder)})
+    skip = frozenset({"chat:usage:inbox", limit_key(intruder), f"{limit_key(intruder)}:holds"})
     assert redis_snapshot(redis_client, skip=skip) == before
     for replica in (one, two):
         mine = replica.get(f"/sessions/{session_id}", headers=bearer(api_key))

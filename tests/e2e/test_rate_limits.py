@@ -302,18 +302,24 @@ def test_redis_down_is_a_503_not_a_bypass(
     assert len(standin.control.requests(api_key)) == 1
 
 
-def test_the_limit_state_is_one_tagged_hash_per_owner(
+def test_the_limit_state_is_two_tagged_keys_per_owner(
     limited: httpx.Client, redis_client: redis.Redis, api_key: str
 ) -> None:
     turn(limited, api_key)
 
     r: Any = redis_client
-    names = [name.decode() for name in r.scan_iter("chat:limit:*")]
-    assert names == [limit_key(api_key)]
-    assert r.type(names[0]) == b"hash"
-    assert float(r.hget(names[0], "tat")) > time.time() * 1000
+    names = sorted(name.decode() for name in r.scan_iter("chat:limit:*"))
+    limit, holds = limit_key(api_key), f"{limit_key(api_key)}:holds"
+    assert names == [limit, holds]
+    assert r.type(limit) == b"hash"
+    assert float(r.hget(limit, "tat")) > time.time() * 1000
     # The bucket is full again 3 s after one turn: the state lives no longer than that.
-    assert 0 < r.pttl(names[0]) <= 3000
+    assert 0 < r.pttl(limit) <= 3000
+    # The settled turn stays marked a while, so that a replay of its writes changes nothing.
+    assert r.type(holds) == b"zset"
+    [(_, mark)] = r.zrange(holds, 0, -1, withscores=True)
+    assert mark < 0
+    assert 0 < r.pttl(holds) <= 15 * 60_000
 
 
 def test_a_redis_that_lost_its_scripts_still_limits(
@@ -338,7 +344,10 @@ def test_the_admission_script_allows_exactly_a_burst_of_the_limit(
     admit = redis_client.register_script(lua_script("admit_turn.lua", after=("admission.lua",)))
     key = "chat:limit:{burst-test}"
 
-    replies = [admit(keys=[key], args=[per_minute, 0]) for _ in range(per_minute + 1)]
+    replies = [
+        admit(keys=[key, f"{key}:holds"], args=[per_minute, 0, 0, f"turn-{n}", 0, 0, 0, 0, 0])
+        for n in range(per_minute + 1)
+    ]
 
     *admitted, refused = replies
     # A refill may land while a long burst runs: then one more turn is admitted.

@@ -40,13 +40,18 @@ class Session:
     redis_state: dict[str, Any]
 
 
+def limit_keys(key: str) -> frozenset[str]:
+    """What a failed turn writes: its usage record, its admission and settle."""
+    return frozenset({USAGE_INBOX, limit_key(key), f"{limit_key(key)}:holds"})
+
+
 def one_turn_session(http: httpx.Client, redis_client: redis.Redis, api_key: str) -> Session:
     session_id = chat_ok(http, api_key, message="first question")["session_id"]
     return Session(
         key=api_key,
         session_id=session_id,
         messages=session_messages(http, api_key, session_id),
-        redis_state=redis_snapshot(redis_client, skip=frozenset({USAGE_INBOX, limit_key(api_key)})),
+        redis_state=redis_snapshot(redis_client, skip=limit_keys(api_key)),
     )
 
 
@@ -67,7 +72,7 @@ def assert_history_whole(http: httpx.Client, redis_client: redis.Redis, session:
     assert len(session.messages) == 2
     assert session_messages(http, session.key, session.session_id) == session.messages
     # The usage inbox records the failure, and the failed turn counted against the limit.
-    after = redis_snapshot(redis_client, skip=frozenset({USAGE_INBOX, limit_key(session.key)}))
+    after = redis_snapshot(redis_client, skip=limit_keys(session.key))
     assert after == session.redis_state
 
 

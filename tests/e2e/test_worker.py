@@ -353,16 +353,16 @@ def test_retried_commit_adds_one_message_pair_and_one_usage_event(
              "total_tokens": 8, "cost": 0.25, "latency_ms": 12.5}  # fmt: skip
     keys = [f"{tag}:meta", f"{tag}:messages", f"{tag}:turns", f"{tag}:usage", "chat:sessions",
             f"chat:owner:{owner}:sessions", INBOX, "chat:owners",
-            f"chat:limit:{{{owner}}}"]  # fmt: skip
+            f"chat:limit:{{{owner}}}", f"chat:limit:{{{owner}}}:holds"]  # fmt: skip
     args: list[str | int] = [session_id, owner, turn_id, now_ms, 3_600_000, 50,
-            DEFAULT_MODEL, "hi", "", json.dumps(event), "",
+            DEFAULT_MODEL, "hi", "", json.dumps(event), "", "",
             json.dumps({"role": "user", "content": "hi", "timestamp": stamp}),
             json.dumps({"role": "assistant", "content": "hello", "timestamp": stamp,
                         "model": DEFAULT_MODEL})]  # fmt: skip
 
-    assert commit(keys=keys, args=args) == [1, 2, -1]
+    assert commit(keys=keys, args=args) == [1, 2, -1, -1]
     # The same turn id again, as a retried call would send it.
-    assert commit(keys=keys, args=args) == [2, 2, -1]
+    assert commit(keys=keys, args=args) == [2, 2, -1, -1]
     assert redis_client.llen(f"{tag}:messages") == 2
     assert redis_client.llen(INBOX) == 1
 

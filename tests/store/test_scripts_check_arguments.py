@@ -15,7 +15,7 @@ from app.store.sessions import commit_turn_script
 if TYPE_CHECKING:
     import redis
 
-GOOD = {"ttl": "60000", "cap": "50", "tokens": "12", "usage": '{"model": "m"}'}
+GOOD = {"ttl": "60000", "cap": "50", "tokens": "12", "cost": "3", "usage": '{"model": "m"}'}
 MESSAGES = ['{"role": "user", "content": "hi"}', '{"role": "assistant", "content": "hello"}']
 
 
@@ -24,7 +24,7 @@ def commit(client: redis.Redis, session_id: str, **args: str) -> object:
     session = keys.session_keys(session_id)
     return client.eval(
         commit_turn_script(),
-        9,
+        10,
         session.meta,
         session.messages,
         session.turns,
@@ -34,8 +34,9 @@ def commit(client: redis.Redis, session_id: str, **args: str) -> object:
         keys.USAGE_INBOX,
         keys.OWNERS,
         keys.owner_limit("owner"),
+        keys.owner_holds("owner"),
         session_id, "owner", "turn-1", "1764720000000", given["ttl"], given["cap"], "m", "t",
-        "", given["usage"], given["tokens"], *MESSAGES,
+        "", given["usage"], given["tokens"], given["cost"], *MESSAGES,
     )  # fmt: skip
 
 
@@ -46,6 +47,9 @@ def commit(client: redis.Redis, session_id: str, **args: str) -> object:
         {"tokens": "-1"},
         {"tokens": "1.5"},
         {"tokens": "many"},
+        {"cost": str(2**70)},
+        {"cost": "-3"},
+        {"cost": "0.5"},
         {"ttl": "soon"},
         {"cap": "0"},
         {"usage": "{not json"},
@@ -58,15 +62,18 @@ def test_a_commit_with_a_bad_argument_writes_nothing(
         commit(redis_client, "bad-args", **bad)
     assert redis_client.keys("*") == []
     # The same commit with good arguments writes the turn whole.
-    assert commit(redis_client, "bad-args") == [1, 2, 12]
+    assert commit(redis_client, "bad-args") == [1, 2, 12, 3]
     assert redis_client.llen(keys.session_keys("bad-args").messages) == 2
 
 
 def test_a_pass_through_with_a_bad_count_writes_nothing(redis_client: redis.Redis) -> None:
-    script = lua_script("pass_through.lua", after=("day_tokens.lua",))
-    inbox, limit = keys.USAGE_INBOX, keys.owner_limit("owner")
-    with pytest.raises(redis_lib.ResponseError, match="pass_through"):
-        redis_client.eval(script, 2, inbox, limit, '{"model": "m"}', str(2**64))
-    assert redis_client.keys("*") == []
-    used: object = redis_client.eval(script, 2, inbox, limit, '{"model": "m"}', "7")
-    assert used == 7
+    script = lua_script("pass_through.lua", after=("settle.lua",))
+    inbox, limit, holds = keys.USAGE_INBOX, keys.owner_limit("owner"), keys.owner_holds("owner")
+    for tokens, cost in [(str(2**64), "0"), ("7", str(2**64)), ("7", "-1")]:
+        with pytest.raises(redis_lib.ResponseError, match="pass_through"):
+            redis_client.eval(script, 3, inbox, limit, holds, '{"model": "m"}', "t", tokens, cost)
+        assert redis_client.keys("*") == []
+    used: object = redis_client.eval(
+        script, 3, inbox, limit, holds, '{"model": "m"}', "t", "7", "2"
+    )
+    assert used == [7, 2]

@@ -1,25 +1,62 @@
 -- Shared by the scripts that admit a turn; loaded ahead of them (app.store.client.lua_script).
--- Admit one turn of an owner, or refuse it, counting it in the same step.
+-- Admit one turn of an owner, or refuse it, and hold what it may spend, in the same step.
+--
 -- Turns per minute: GCRA, i.e. a bucket of `rate` turns refilled at `rate` per minute, kept as
--- one timestamp (`tat`, when the bucket will be full again). Tokens per day: the UTC day's
--- count (`day`, `tokens`), added to by commit_turn.lua. The clock is Redis's, so every replica
--- sees the same time. A refused turn changes nothing.
--- admit(key, rate, token_limit): key is the owner's limit hash (chat:limit:{<owner>}), rate
--- the turns per minute and token_limit the tokens per UTC day (0: no limit).
+-- one timestamp (`tat`, when the bucket will be full again). Tokens and cost per UTC day: the
+-- day's settled counts (`day`, `tokens`, `cost` in micro-USD) and what the turns in flight hold
+-- (`held_tokens`, `held_cost`). A turn is admitted while settled + held is under each limit,
+-- and then holds its worst case (prompt estimate + max_tokens, at the model's prices) until
+-- settle.lua replaces it with what the turn spent: turns running at once go past a limit by
+-- at most one turn's hold. The clock is Redis's, so every replica sees the same time.
+--
+-- The holds of an owner are a sorted set (chat:limit:{<owner>}:holds) of turn ids: scored by
+-- when the hold lapses (a replica that died mid-turn never settles), or, once settled, by
+-- minus when the mark lapses. Either way a replayed admission or settle finds its turn id
+-- there and changes nothing. The amounts are fields `h:<turn id>` = "<tokens> <cost>" of the
+-- limit hash.
+--
+-- A refused turn changes nothing.
+
+-- Drop the marks of settled turns that have lapsed, and give back the holds of turns that
+-- never settled (at most a few per call: each admission sweeps).
+local function release_lapsed(key, holds, now)
+  redis.call('ZREMRANGEBYSCORE', holds, '(' .. -now, '(0')
+  for _, turn_id in ipairs(redis.call('ZRANGEBYSCORE', holds, 0, now, 'LIMIT', 0, 8)) do
+    local held = redis.call('HGET', key, 'h:' .. turn_id)
+    if held then
+      local tokens, cost = string.match(held, '^(%d+) (%d+)$')
+      redis.call('HINCRBY', key, 'held_tokens', 0 - tonumber(tokens))
+      redis.call('HINCRBY', key, 'held_cost', 0 - tonumber(cost))
+      redis.call('HDEL', key, 'h:' .. turn_id)
+    end
+    redis.call('ZREM', holds, turn_id)
+  end
+end
+
+-- admit(key, holds, limits, want): key is the owner's limit hash (chat:limit:{<owner>}),
+-- holds its sorted set of holds; limits = {rate, tokens, cost} (turns per minute, tokens and
+-- micro-USD per UTC day; 0: no limit); want = {turn id, tokens, cost}, the turn's hold.
 -- Returns {admitted (1 or 0), turns left, ms until the bucket is full, ms until a retry can
---          succeed (0 when admitted), tokens used today, ms until the UTC day ends}
-local function admit(key, rate, token_limit)
+--          succeed (0 when admitted), tokens used or held today, ms until the UTC day ends,
+--          micro-USD spent or held today, what refused the turn (0 none, 1 the turn rate,
+--          2 the tokens, 3 the budget)}
+local function admit(key, holds, limits, want)
   local WINDOW = 60000
+  local rate, token_limit, cost_limit = limits[1], limits[2], limits[3]
+  local turn_id, want_tokens, want_cost = want[1], want[2], want[3]
 
   local now = redis_now_ms()
   local day = math.floor(now / DAY_MS)
   local day_left = (day + 1) * DAY_MS - now
-  local state = redis.call('HMGET', key, 'tat', 'day', 'tokens')
+  release_lapsed(key, holds, now)
+  local state = redis.call('HMGET', key, 'tat', 'day', 'tokens', 'cost', 'held_tokens', 'held_cost')
   local tat = math.max(tonumber(state[1]) or 0, now)
-  local used = 0
+  local used, spent = 0, 0
   if tonumber(state[2]) == day then
-    used = tonumber(state[3]) or 0
+    used, spent = tonumber(state[3]) or 0, tonumber(state[4]) or 0
   end
+  used = used + (tonumber(state[5]) or 0)
+  spent = spent + (tonumber(state[6]) or 0)
 
   local interval = rate > 0 and WINDOW / rate or 0
   -- 1 ms of tolerance absorbs the rounding of `tat` at epoch-ms magnitude, which a burst of
@@ -30,21 +67,48 @@ local function admit(key, rate, token_limit)
     return math.min(rate, math.floor((WINDOW + TOLERANCE - (at - now)) / interval))
   end
 
+  -- A replay (the client retried after a timeout): admitted already, nothing changes.
+  if redis.call('ZSCORE', holds, turn_id) then
+    return {1, left(tat), math.ceil(tat - now), 0, used, day_left, spent, 0}
+  end
   if token_limit > 0 and used >= token_limit then
-    return {0, left(tat), math.ceil(tat - now), day_left, used, day_left}
+    return {0, left(tat), math.ceil(tat - now), day_left, used, day_left, spent, 2}
   end
-  if rate == 0 then
-    return {1, 0, 0, 0, used, day_left}
+  if cost_limit > 0 and spent >= cost_limit then
+    return {0, left(tat), math.ceil(tat - now), day_left, used, day_left, spent, 3}
   end
-  local next_tat = tat + interval
-  if next_tat - now > WINDOW + TOLERANCE then
-    return {0, 0, math.ceil(tat - now), math.ceil(next_tat - WINDOW - now), used, day_left}
+  local reset = 0
+  if rate > 0 then
+    local next_tat = tat + interval
+    if next_tat - now > WINDOW + TOLERANCE then
+      return {0, 0, math.ceil(tat - now), math.ceil(next_tat - WINDOW - now), used, day_left,
+              spent, 1}
+    end
+    redis.call('HSET', key, 'tat', string.format('%.17g', next_tat))
+    tat = next_tat
+    reset = math.ceil(next_tat - now)
   end
-  redis.call('HSET', key, 'tat', string.format('%.17g', next_tat))
-  -- Only ever extended: the same hash holds the day's token count.
-  local ttl = math.ceil(next_tat - now)
-  if redis.call('PTTL', key) < ttl then
-    redis.call('PEXPIRE', key, ttl)
+
+  local hold_tokens = token_limit > 0 and want_tokens or 0
+  local hold_cost = cost_limit > 0 and want_cost or 0
+  redis.call('ZADD', holds, now + HOLD_MS, turn_id)
+  if hold_tokens > 0 or hold_cost > 0 then
+    redis.call('HSET', key, 'h:' .. turn_id, hold_tokens .. ' ' .. hold_cost)
+    redis.call('HINCRBY', key, 'held_tokens', hold_tokens)
+    redis.call('HINCRBY', key, 'held_cost', hold_cost)
   end
-  return {1, left(next_tat), ttl, 0, used, day_left}
+  if hold_tokens > 0 or hold_cost > 0 then
+    keep_for(key, HOLD_MS)
+  end
+  keep_for(key, reset)
+  keep_for(holds, HOLD_MS)
+  return {1, left(tat), reset, 0, used + hold_tokens, day_left, spent + hold_cost, 0}
+end
+
+-- The hold of a turn, from what it sends: the prompt at PROMPT_BYTES_PER_TOKEN (fewer bytes
+-- a token than most text has, so the estimate errs high) and all of max_tokens, at the
+-- model's prices (micro-USD a token; `request` a call).
+local function turn_hold(prompt_bytes, max_tokens, prices)
+  local prompt = math.ceil(prompt_bytes / PROMPT_BYTES_PER_TOKEN)
+  return prompt + max_tokens, math.ceil(prompt * prices[1] + max_tokens * prices[2] + prices[3])
 end

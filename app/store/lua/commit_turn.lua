@@ -1,25 +1,28 @@
 -- Commit one turn atomically: its messages, the trim, the TTLs, the indexes, the usage record.
 -- KEYS: meta, messages, turns, usage, all-sessions index, owner index, usage inbox, owners,
---       the owner's limit hash
+--       the owner's limit hash, its holds
 -- ARGV: session id, owner, turn id, now (ms), ttl (ms), history cap, model, title,
 --       system prompt ('' keeps the stored one), usage record JSON ('' for none),
---       tokens counted against the owner's day ('' for none),
+--       tokens and micro-USD the turn spent, settled against the owner's limits ('' for
+--       an owner without limits: settle.lua),
 --       then the turn's messages as JSON, oldest first, the answer last
--- Returns {1, message count, tokens used today} when committed, {2, message count, -1} when
--- this turn id was already committed (a retried call), {0, 0, -1} when another owner holds
--- the session. Tokens used today is -1 when they are not counted.
-local meta, messages, turns, usage, all_index, owner_index, inbox, owners, limit =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+-- Returns {1, message count, tokens today, micro-USD today} when committed, {2, message
+-- count, -1, -1} when this turn id was already committed (a retried call), {0, 0, -1, -1}
+-- when another owner holds the session (the turn is settled all the same: it was spent).
+-- The day's figures count what turns in flight hold; -1 when the owner has no limits.
+local meta, messages, turns, usage, all_index, owner_index, inbox, owners, limit, holds =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 local session_id, owner, turn_id, now, ttl, cap =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
-local FIRST_MESSAGE = 12
+local settles = ARGV[11] ~= ''
+local FIRST_MESSAGE = 13
 
 -- Every argument is checked before the first write: a bad one fails the commit whole.
 if not (is_whole(now, 0, 1e15) and is_whole(ttl, 1, 1e15) and is_whole(cap, 2, 1e9)) then
   return redis.error_reply('ERR commit_turn: now, ttl and the history cap must be whole numbers')
 end
-if ARGV[11] ~= '' and not is_whole(ARGV[11], 0, MAX_TOKENS_PER_CALL) then
-  return redis.error_reply('ERR commit_turn: the tokens of the day must be a count of tokens')
+if settles and not settle_args_ok(ARGV[11], ARGV[12]) then
+  return redis.error_reply('ERR commit_turn: the turn spent a count of tokens and micro-USD')
 end
 if ARGV[10] ~= '' and not pcall(cjson.decode, ARGV[10]) then
   return redis.error_reply('ERR commit_turn: the usage record is not JSON')
@@ -30,10 +33,13 @@ end
 
 local current = redis.call('HGET', meta, 'owner')
 if current and current ~= owner then
-  return {0, 0, -1}
+  if settles then
+    settle(limit, holds, turn_id, tonumber(ARGV[11]), tonumber(ARGV[12]))
+  end
+  return {0, 0, -1, -1}
 end
 if redis.call('LPOS', turns, turn_id) then
-  return {2, redis.call('LLEN', messages), -1}
+  return {2, redis.call('LLEN', messages), -1, -1}
 end
 
 local function role_at(index)
@@ -90,8 +96,8 @@ if ARGV[10] ~= '' then
   redis.call('RPUSH', inbox, ARGV[10])
 end
 
-local used = -1
-if ARGV[11] ~= '' then
-  used = add_day_tokens(limit, tonumber(ARGV[11]))
+local day = settles and settle(limit, holds, turn_id, tonumber(ARGV[11]), tonumber(ARGV[12]))
+if not day then
+  return {1, count, -1, -1}
 end
-return {1, count, used}
+return {1, count, day[1], day[2]}

@@ -1,10 +1,16 @@
--- A turn without a session, under a token limit: its usage record for the worker, and its
--- tokens counted against the owner's UTC day, in one step.
--- KEYS: usage inbox, the owner's limit hash
--- ARGV: usage record JSON, tokens
--- Returns the owner's tokens of the day.
-if not is_whole(ARGV[2], 0, MAX_TOKENS_PER_CALL) or not pcall(cjson.decode, ARGV[1]) then
-  return redis.error_reply('ERR pass_through: a usage record and a count of tokens, please')
+-- A turn without a session, or a failed call: its usage record for the worker, and the turn
+-- settled against its owner's limits (settle.lua), in one step. A replay (the client retried
+-- after a timeout) changes nothing: the settle marks the turn, with or without limits.
+-- KEYS: usage inbox, the owner's limit hash, its holds
+-- ARGV: usage record JSON, turn id, tokens, micro-USD
+-- Returns {tokens today, micro-USD today} (what turns in flight hold included), or
+-- {-1, -1} for a replay.
+if not settle_args_ok(ARGV[3], ARGV[4]) or not pcall(cjson.decode, ARGV[1]) then
+  return redis.error_reply('ERR pass_through: a usage record, a turn id, tokens and micro-USD')
+end
+local day = settle(KEYS[2], KEYS[3], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]))
+if not day then
+  return {-1, -1}
 end
 redis.call('RPUSH', KEYS[1], ARGV[1])
-return add_day_tokens(KEYS[2], tonumber(ARGV[2]))
+return day

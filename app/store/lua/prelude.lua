@@ -13,3 +13,10 @@ local function is_whole(value, low, high)
   local number = tonumber(value)
   return number ~= nil and number >= low and number <= high and number == math.floor(number)
 end
+
+-- Extend a key's TTL to `ms` from now; never shorten it (other writers may need it longer).
+local function keep_for(key, ms)
+  if redis.call('PTTL', key) < ms then
+    redis.call('PEXPIRE', key, ms)
+  end
+end
