@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -10,7 +11,6 @@ import msgspec
 from msgspec import Meta
 
 from app.tokens import AppToken, parse_app_tokens
-from app.turns.model_policy import ModelPolicy
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -134,6 +134,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, rename="upper"):
 _LIST_FIELDS = frozenset({"CORS_ORIGINS", "ALLOWED_MODELS"})
 
 
+def model_pattern(pattern: str) -> re.Pattern[str]:
+    """An ALLOWED_MODELS pattern: `*` stands for any run of characters but `:`."""
+    return re.compile("[^:]*".join(re.escape(part) for part in pattern.split("*")))
+
+
 def parse_model_aliases(value: str) -> dict[str, str]:
     """`old=new,old2=new2` as a mapping; `none` for no aliases at all."""
     if value.strip().lower() == "none":
@@ -180,7 +185,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         settings = msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:
         raise SettingsError(f"invalid setting: {_describe(exc)}") from None
-    if not ModelPolicy(settings.allowed_models).allows(settings.openrouter_default_model):
+    default = settings.openrouter_default_model
+    if settings.allowed_models and not any(
+        model_pattern(pattern).fullmatch(default) for pattern in settings.allowed_models
+    ):
         raise SettingsError(
             f"OPENROUTER_DEFAULT_MODEL {settings.openrouter_default_model!r} is not in "
             f"ALLOWED_MODELS ({', '.join(settings.allowed_models)}): every turn that names no "

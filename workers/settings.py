@@ -14,7 +14,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.settings import load_settings
-from workers.tasks import drain_usage, heartbeat, prune_sessions, shutdown, startup
+from workers.tasks import (
+    correct_estimates,
+    drain_usage,
+    heartbeat,
+    prune_sessions,
+    shutdown,
+    startup,
+)
 
 logger = logging.getLogger("workers.settings")
 settings = load_settings()
@@ -78,6 +85,13 @@ class WorkerSettings:
             run_at_startup=True,
             keep_result=max(settings.prune_interval_seconds * 2, 30),
             timeout=300,
+        ),
+        cron(
+            correct_estimates,
+            second=set(range(0, 60, 2)),
+            unique=True,
+            keep_result=10,
+            timeout=60,
         ),
         # Not unique: every worker beats.
         cron(heartbeat, second=set(range(0, 60, 5)), unique=False, keep_result=0, timeout=10),

@@ -15,6 +15,9 @@ from app.ops.logs import configure_logging
 from app.settings import load_settings
 from app.store import keys
 from app.store.client import create_redis
+from app.store.estimates import EstimateQueue
+from app.upstream.setup import create_transport, openrouter_client
+from workers.corrections import Corrections
 from workers.pruning import Pruner
 from workers.usage_drain import UsageDrain
 
@@ -47,6 +50,15 @@ async def startup(ctx: dict[str, Any]) -> None:
         redis, ttl_ms=settings.session_ttl_ms, max_sessions=settings.max_sessions
     )
     ctx["running"] = {}
+    if settings.server_key_mode:
+        # Only with the server's key can the worker ask OpenRouter what a generation cost.
+        transport = create_transport(settings)
+        ctx["transport"] = transport
+        ctx["corrections"] = Corrections(
+            EstimateQueue(redis),
+            openrouter_client(settings, transport),
+            settings.openrouter_api_key,
+        )
     await heartbeat(ctx)
     logger.info(
         "worker started",
@@ -55,6 +67,9 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    transport = ctx.get("transport")
+    if transport is not None:
+        await transport.aclose()
     redis = ctx.get("redis_client")
     if redis is not None:
         await redis.aclose()
@@ -96,6 +111,14 @@ async def prune_sessions(ctx: dict[str, Any]) -> dict[str, Any]:
     pruner: Pruner = ctx["pruner"]
     report = await _with_retries(ctx, "prune_sessions", pruner.run)
     return {} if report is None else {"idle": report.idle, "evicted": report.evicted}
+
+
+async def correct_estimates(ctx: dict[str, Any]) -> int:
+    """Correct cut streams' estimated spend with OpenRouter's records (server-key mode)."""
+    corrections: Corrections | None = ctx.get("corrections")
+    if corrections is None:
+        return 0
+    return await _with_retries(ctx, "correct_estimates", corrections.run) or 0
 
 
 async def heartbeat(ctx: dict[str, Any]) -> None:

@@ -27,6 +27,9 @@ USAGE_DEAD = f"{PREFIX}:usage:dead"
 USAGE_DEAD_CAP = 1000
 # String: how many events went to USAGE_DEAD, in all.
 USAGE_DEAD_COUNT = f"{PREFIX}:usage:dead:count"
+# Sorted set: cut streams' estimated spend (app.store.estimates.Estimate as JSON) -> ms when
+# the worker next asks OpenRouter for its generation record (server-key mode).
+USAGE_ESTIMATED = f"{PREFIX}:usage:estimated"
 # String with a TTL: the worker's heartbeat (unix seconds of its last beat).
 WORKER_HEARTBEAT = f"{PREFIX}:worker:heartbeat"
 

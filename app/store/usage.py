@@ -12,6 +12,7 @@ from redis.exceptions import RedisError
 from app.clock import utc_day
 from app.store import keys
 from app.store.client import LuaScript, awaited, lua_script
+from app.store.estimates import Estimate, EstimateQueue
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -65,6 +66,7 @@ class UsageInbox:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
         self._settle = LuaScript(redis, lua_script("pass_through.lua", after=("settle.lua",)))
+        self._estimates = EstimateQueue(redis)
 
     async def _push(
         self, event: UsageEvent, settlement: Settlement | None
@@ -101,3 +103,11 @@ class UsageInbox:
             await self._push(UsageEvent.now(model=model, status=status), settlement)
         except RedisError:
             logger.warning("could not record a failed call", extra={"fields": {"status": status}})
+
+    async def correct_later(self, estimate: Estimate) -> None:
+        """Have the worker correct an estimate with OpenRouter's record. Best effort: without
+        it, the estimate stands."""
+        try:
+            await self._estimates.add(estimate)
+        except RedisError:
+            logger.warning("could not queue an estimate for correction")

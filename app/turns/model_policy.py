@@ -8,10 +8,10 @@ write `anthropic/*:*` for those too.
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any
 
 from app.errors import ModelNotAllowed
+from app.settings import model_pattern
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -36,16 +36,12 @@ ROUTING_ONLY = frozenset(
 )
 
 
-def _compile(pattern: str) -> re.Pattern[str]:
-    return re.compile("[^:]*".join(re.escape(part) for part in pattern.split("*")))
-
-
 class ModelPolicy:
     """The allowed set; empty patterns allow every model and every field."""
 
     def __init__(self, patterns: Iterable[str]) -> None:
         self.patterns = tuple(patterns)
-        self._compiled = [_compile(pattern) for pattern in self.patterns]
+        self._compiled = [model_pattern(pattern) for pattern in self.patterns]
 
     def allows(self, model: str) -> bool:
         return not self._compiled or any(p.fullmatch(model) for p in self._compiled)

@@ -11,10 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from app.clock import DAY_MS, now_ms
 from app.errors import ClientDisconnected, InvalidRequest, UpstreamError
 from app.ids import random_id
 from app.ops import prometheus
 from app.schemas import ChatRequest, ChatResponse, StoredMessage, Usage
+from app.store.estimates import Estimate
 from app.store.limits import TurnWant
 from app.store.sessions import History, HistoryMessage, TurnCommit
 from app.store.spend import FREE, MICROS, Prices, estimated_tokens, micros
@@ -390,12 +392,45 @@ class ChatService:
         )
 
     async def record_failure(
-        self, caller: Caller, turn: PreparedTurn, status: int, usage: Usage = NO_USAGE
+        self,
+        caller: Caller,
+        turn: PreparedTurn,
+        status: int,
+        usage: Usage = NO_USAGE,
+        *,
+        estimated_for: str | None = None,
     ) -> None:
         """A call that saved no turn: counted in the metrics, and what it spent (`usage`)
-        settled against the caller's limits, giving the rest of its hold back."""
+        settled against the caller's limits, giving the rest of its hold back.
+
+        `estimated_for`: the generation whose `usage` is an estimate (a stream cut before
+        any text).
+        """
         prometheus.upstream_failed(status)
-        await self._usage.failed(turn.model, status, self._settlement(caller, turn, usage))
+        settlement = self._settlement(caller, turn, usage)
+        await self._usage.failed(turn.model, status, settlement)
+        if estimated_for is not None:
+            await self._correct_later(caller, settlement, estimated_for)
+
+    async def _correct_later(
+        self, caller: Caller, settlement: Settlement, generation_id: str | None
+    ) -> None:
+        """In server-key mode, an estimate settled against the owner's day is corrected by the
+        worker with OpenRouter's record of the generation (a caller's own key is kept
+        nowhere, so the worker could not ask for it)."""
+        if not caller.uses_server_key or generation_id is None:
+            return
+        if not (settlement.tokens or settlement.micro_usd):
+            return  # the owner has no token limit or budget: nothing to correct
+        await self._usage.correct_later(
+            Estimate(
+                generation_id=generation_id,
+                owner=caller.owner,
+                day=now_ms() // DAY_MS,
+                tokens=settlement.tokens,
+                micro_usd=settlement.micro_usd,
+            )
+        )
 
     async def commit(
         self,
@@ -467,6 +502,8 @@ class ChatService:
                 )
             )
             day = committed.day
+        if estimated:
+            await self._correct_later(caller, settlement, completion.generation_id)
         if status != 200:
             prometheus.upstream_failed(status)
         prometheus.turn_saved(

@@ -408,11 +408,16 @@ class StreamRelay:
     ) -> None:
         if not self._received.parts:
             # Cut before any text: upstream billed the prompt (its usage, if it came).
-            usage = self._received.usage
+            usage, estimated_for = self._received.usage, None
             if interrupted and not usage.total_tokens:
                 usage = self._chat.estimate(self._turn, "")
+                estimated_for = self._received.generation_id
             await self._chat.record_failure(
-                self._caller, self._turn, CLIENT_CLOSED if status == 200 else status, usage
+                self._caller,
+                self._turn,
+                CLIENT_CLOSED if status == 200 else status,
+                usage,
+                estimated_for=estimated_for,
             )
             return
         # A tool call cut short cannot be answered: of a partial answer, only the text is kept.

@@ -189,9 +189,29 @@ class _ModelList(msgspec.Struct, frozen=True):
     data: list[msgspec.Raw]
 
 
+class _GenerationData(msgspec.Struct, frozen=True):
+    # Figures of any type, as in `WireUsage`: read through `_count` and `_cost`.
+    tokens_prompt: Any = None
+    tokens_completion: Any = None
+    total_cost: Any = None
+
+
+class _Generation(msgspec.Struct, frozen=True):
+    data: _GenerationData
+
+
+class GenerationRecord(msgspec.Struct, frozen=True):
+    """What OpenRouter says a generation used and cost (`GET /generation?id=`)."""
+
+    tokens_prompt: int
+    tokens_completion: int
+    total_cost: float
+
+
 _completion_decoder = msgspec.json.Decoder(_Completion)
 _error_decoder = msgspec.json.Decoder(_ErrorEnvelope)
 _models_decoder = msgspec.json.Decoder(_ModelList)
+_generation_decoder = msgspec.json.Decoder(_Generation)
 _chunk_decoder = msgspec.json.Decoder(StreamChunk)
 
 DONE = b"[DONE]"
@@ -399,6 +419,7 @@ class OpenRouterClient:
         base = base_url.rstrip("/")
         self._chat_url = httpx.URL(f"{base}/chat/completions")
         self._models_url = httpx.URL(f"{base}/models")
+        self._generation_url = httpx.URL(f"{base}/generation")
         # A stream's reads are bounded by the read timeout, its longest silence; a whole
         # answer only by the deadline of the call (`_timeout`), so aiohttp need not restart a
         # timer at every read of it.
@@ -580,6 +601,35 @@ class OpenRouterClient:
                 502, "upstream_error", "OpenRouter's model list is not the expected JSON"
             ) from None
         return response.content
+
+    async def fetch_generation(self, key: str, generation_id: str) -> GenerationRecord | None:
+        """What OpenRouter recorded for a generation; None while it has no record of it yet
+        (404: records are indexed a moment after the generation ends)."""
+        url = self._generation_url.copy_with(params={"id": generation_id})
+        headers = [
+            (b"Host", url.netloc),
+            (b"Authorization", b"Bearer " + key.encode()),
+            (b"Accept", b"application/json"),
+        ]
+        with self._transport_errors():
+            async with asyncio.timeout(self._timeout):
+                response = await self._request("GET", url, headers)
+                await _read_and_close(response)
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise error_from_response(response.status_code, response.content, response.headers, key)
+        try:
+            data = _generation_decoder.decode(response.content).data
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            raise UpstreamError(
+                502, "upstream_error", "OpenRouter's generation record is not the expected JSON"
+            ) from None
+        prompt, completion = _count(data.tokens_prompt), _count(data.tokens_completion)
+        cost = _cost(data.total_cost)
+        if prompt is None or completion is None or cost is None:
+            return None  # not the figures of a finished generation: asked again later
+        return GenerationRecord(prompt, completion, cost)
 
 
 class UpstreamStream:

@@ -15,10 +15,13 @@ import pytest
 
 from app.store.client import lua_script
 from app.store.sessions import commit_turn_script
-from tests.conftest import bearer
+from app.turns.callers import owner_id
+from tests.conftest import SESSION_SECRET, base_env, bearer
 from tests.e2e.test_chat import limit_key
 from tests.e2e.test_rate_limits import header, seconds_to_utc_midnight, turn
-from tests.e2e.test_streaming import EventReader, poll
+from tests.e2e.test_server_key import digest
+from tests.e2e.test_streaming import EventReader, generation, poll
+from tests.e2e.test_worker import WorkerPool
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -35,6 +38,10 @@ MODEL = "anthropic/claude-sonnet-4.5"
 def limit_state(r: Any, key: str) -> dict[str, int]:
     """The owner's limit hash, as numbers (the turn holds `h:<id>` left out)."""
     state = r.hgetall(limit_key(key))
+    return _numbers(state)
+
+
+def _numbers(state: dict[bytes, bytes]) -> dict[str, int]:
     return {
         name.decode(): int(float(value))
         for name, value in state.items()
@@ -182,6 +189,46 @@ def test_streams_cut_by_the_client_pay_an_estimate(
     cut = [record for record in records if record.get("estimated")]
     assert len(cut) == len(statuses) - 1
     assert all(record["prompt_tokens"] > len(message) // 4 for record in cut)
+
+
+def test_the_worker_corrects_a_cut_streams_estimate_with_openrouters_record(
+    start_api: Callable[..., WebProcess],
+    standin: StandinServer,
+    redis_client: redis.Redis,
+    redis_url: str,
+) -> None:
+    """Server-key mode: the worker asks OpenRouter what the cut generation cost."""
+    server_key, token = "sk-or-v1-" + "5" * 64, "app-token-" + "7" * 32
+    env = {
+        "OPENROUTER_API_KEY": server_key,
+        "APP_TOKENS": f"web:{digest(token)}",
+        "RATE_LIMIT_PER_MINUTE": "0",
+        "TOKEN_LIMIT_PER_DAY": "100000",
+    }
+    web = start_api(**env)
+    standin.control.script(server_key, {"chunk_delay": 0.1})
+    message = " ".join(f"word{n}" for n in range(60))
+    r: Any = redis_client
+    limit = f"chat:limit:{{{owner_id(token, SESSION_SECRET.encode())}}}"
+    with httpx.Client(base_url=web.url, timeout=30) as http:
+        assert stream_and_hang_up(http, token, message) == 200
+    estimated = poll(
+        lambda: _numbers(r.hgetall(limit)),
+        lambda state: state.get("tokens", 0) > 0 and state.get("held_tokens", 1) == 0,
+        seconds=5,
+    )["tokens"]
+    assert r.zcard("chat:usage:estimated") == 1
+
+    with WorkerPool({**base_env(redis_url, standin), **env}) as workers:
+        workers.start()
+        poll(lambda: r.zcard("chat:usage:estimated"), lambda count: count == 0, seconds=20)
+
+    record = standin.control.requests(server_key)[-1]
+    assert record["cancelled"]
+    reported = generation(standin, server_key, record["generation_id"])
+    corrected = _numbers(r.hgetall(limit))["tokens"]
+    assert corrected == reported["tokens_prompt"] + reported["tokens_completion"]
+    assert corrected != estimated
 
 
 # ---- every write script detects its own replay ----------------------------------------------

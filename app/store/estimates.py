@@ -1,0 +1,75 @@
+"""Estimated spend waiting for OpenRouter's generation record: the figures of cut streams.
+
+A stream cut before OpenRouter's usage arrived is settled at an estimate (`app.store.spend`).
+In server-key mode the worker later asks OpenRouter what the generation really cost (`GET
+/generation?id=`), a few seconds after, when the record is there, and corrects the owner's day
+by the difference (`lua/correct_spend.lua`). Each estimate is corrected once, whichever worker
+gets to it; one that OpenRouter never reports is dropped after `MAX_TRIES`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from app.clock import now_ms
+from app.store import keys
+from app.store.client import LuaScript, awaited, lua_script
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+# OpenRouter's record of a generation is not there at once: 404 until it is indexed.
+FIRST_TRY_MS = 5_000
+MAX_TRIES = 6
+
+
+class Estimate(msgspec.Struct, frozen=True, array_like=True):
+    """One cut turn's estimated spend, as it was settled against its owner's day."""
+
+    generation_id: str
+    owner: str
+    day: int  # UTC days since the epoch, as the owner's limit hash counts them
+    tokens: int
+    micro_usd: int
+    tries: int = 0
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(Estimate)
+
+
+class EstimateQueue:
+    """`chat:usage:estimated`: estimates by when they are next tried (ms)."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._correct = LuaScript(redis, lua_script("correct_spend.lua"))
+
+    async def add(self, estimate: Estimate) -> None:
+        due = now_ms() + FIRST_TRY_MS * 2**estimate.tries
+        await awaited(self._redis.zadd(keys.USAGE_ESTIMATED, {_encoder.encode(estimate): due}))
+
+    async def due(self, count: int) -> list[tuple[bytes, Estimate]]:
+        raw: list[bytes] = await awaited(
+            self._redis.zrangebyscore(keys.USAGE_ESTIMATED, 0, now_ms(), start=0, num=count)
+        )
+        return [(member, _decoder.decode(member)) for member in raw]
+
+    async def retry_later(self, member: bytes, estimate: Estimate) -> bool:
+        """Try again later (False: tried too often, dropped)."""
+        removed = await awaited(self._redis.zrem(keys.USAGE_ESTIMATED, member))
+        if not removed or estimate.tries + 1 >= MAX_TRIES:
+            return False
+        await self.add(msgspec.structs.replace(estimate, tries=estimate.tries + 1))
+        return True
+
+    async def correct(self, member: bytes, estimate: Estimate, tokens: int, micro_usd: int) -> bool:
+        """Replace the estimate by what OpenRouter reports, in the owner's day it was counted
+        in (a day gone by is left as it was). False when another worker did it already."""
+        applied = await self._correct(
+            keys=[keys.USAGE_ESTIMATED, keys.owner_limit(estimate.owner)],
+            args=[member, estimate.day, tokens - estimate.tokens, micro_usd - estimate.micro_usd],
+        )
+        return bool(applied)
