@@ -52,6 +52,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, rename="upper"):
     # Limits.
     max_history_messages: Annotated[int, Meta(ge=2)] = 50
     max_message_chars: PositiveInt = 32_000
+    max_system_prompt_chars: PositiveInt = 32_000
+    # Every message a session stores from /v1 (images as data URLs, tool calls included).
+    max_stored_message_bytes: Annotated[int, Meta(ge=1024)] = 262_144
     max_tokens_limit: PositiveInt = 32_768
     max_body_bytes: Annotated[int, Meta(ge=1024)] = 1_048_576
     body_read_timeout_seconds: PositiveFloat = 30.0
@@ -82,6 +85,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, rename="upper"):
     metrics_retention_days: PositiveInt = 30
     prune_interval_seconds: Annotated[int, Meta(ge=1, le=3600)] = 60
     max_sessions: PositiveInt | None = None
+    # Per owner (a key, or an app token): its least recently active sessions beyond it go;
+    # 0 is no cap.
+    max_sessions_per_owner: Annotated[int, Meta(ge=0)] = 1000
     admin_token: Annotated[str, Meta(pattern=r"^(|.{16,})$")] = ""
 
     # Deployment: which process, processes per replica, graceful shutdown, metrics.

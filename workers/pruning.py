@@ -1,7 +1,9 @@
-"""Pruning: idle sessions, index entries of expired ones, and the MAX_SESSIONS limit."""
+"""Pruning: idle sessions, index entries of expired ones, MAX_SESSIONS_PER_OWNER and
+MAX_SESSIONS."""
 
 from __future__ import annotations
 
+import heapq
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -25,69 +27,150 @@ class PruneReport(msgspec.Struct, kw_only=True):
 
     idle: int = 0
     expired_index_entries: int = 0
-    evicted: int = 0
+    evicted: int = 0  # beyond MAX_SESSIONS
+    evicted_over_owner_cap: int = 0  # beyond MAX_SESSIONS_PER_OWNER
     owner_index_entries: int = 0
     owners_forgotten: int = 0
+    migrated: int = 0  # sessions moved from the layout before owner-scoped ids
     duration_ms: float = 0.0
 
 
 class Pruner:
-    """Removes sessions idle longer than the session TTL, and evicts beyond `max_sessions`."""
+    """Removes sessions idle longer than the session TTL; evicts the least recently active
+    sessions of an owner beyond `per_owner`, then, beyond `max_sessions`, those of the owners
+    holding the most: one caller filling Redis evicts its own sessions, not everyone's."""
 
-    def __init__(self, redis: Redis, *, ttl_ms: int, max_sessions: int | None) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        ttl_ms: int,
+        max_sessions: int | None,
+        per_owner: int | None = None,
+    ) -> None:
         self._redis = redis
         self._ttl_ms = ttl_ms
         self._max_sessions = max_sessions
+        self._per_owner = per_owner
         self._prune = LuaScript(redis, lua_script("prune_sessions.lua"))
         self._prune_owners = LuaScript(redis, lua_script("prune_owner_indexes.lua"))
+        self._migrate = LuaScript(redis, lua_script("migrate_sessions.lua"))
+        self._migrated = False
 
     async def run(self) -> PruneReport:
         started = time.perf_counter()
         report = PruneReport()
+        if not self._migrated:
+            report.migrated = await self._migrate_old_layout()
+            self._migrated = True
         cutoff = now_ms() - self._ttl_ms
         await self._prune_idle(cutoff, report)
-        if self._max_sessions is not None:
-            await self._evict(self._max_sessions, report)
+        if self._per_owner is not None or self._max_sessions is not None:
+            counts = await self._owner_counts()
+            if self._per_owner is not None:
+                await self._evict_over_owner_cap(self._per_owner, counts, report)
+            if self._max_sessions is not None:
+                await self._evict(self._max_sessions, counts, report)
         await self._prune_owner_indexes(cutoff, report)
         report.duration_ms = round((time.perf_counter() - started) * 1000, 2)
         logger.info("prune run", extra={"fields": msgspec.structs.asdict(report)})
         return report
 
-    async def _delete(self, cutoff: int, session_ids: list[bytes]) -> tuple[int, int]:
+    async def _migrate_old_layout(self) -> int:
+        """Once per worker: sessions still named by their id alone (the layout before session
+        ids were scoped to their owner) move to their owner's name, so an upgrade loses none."""
+        moved, cursor = 0, 0
+        while True:
+            cursor, entries = await self._redis.zscan(keys.ALL_SESSIONS, cursor, count=BATCH_SIZE)
+            old = [member for member, _ in entries if b":" not in member]
+            if old:
+                moved += int(
+                    await self._migrate(keys=[keys.ALL_SESSIONS], args=[keys.PREFIX, *old])
+                )
+            if cursor == 0:
+                return moved
+
+    async def _delete(self, cutoff: int, refs: list[bytes]) -> tuple[int, int]:
         deleted, orphans = await self._prune(
-            keys=[keys.ALL_SESSIONS], args=[keys.PREFIX, cutoff, *session_ids]
+            keys=[keys.ALL_SESSIONS], args=[keys.PREFIX, cutoff, *refs]
         )
         return int(deleted), int(orphans)
 
     async def _prune_idle(self, cutoff: int, report: PruneReport) -> None:
         """Sessions whose last activity is older than the TTL, and their index entries."""
         while True:
-            ids: list[bytes] = await self._redis.zrangebyscore(
+            refs: list[bytes] = await self._redis.zrangebyscore(
                 keys.ALL_SESSIONS, "-inf", cutoff, start=0, num=BATCH_SIZE
             )
-            if not ids:
+            if not refs:
                 return
-            deleted, orphans = await self._delete(cutoff, ids)
+            deleted, orphans = await self._delete(cutoff, refs)
             report.idle += deleted
             report.expired_index_entries += orphans
             if deleted + orphans == 0:
                 return  # every candidate got a turn meanwhile
 
-    async def _evict(self, limit: int, report: PruneReport) -> None:
-        """The least recently active sessions beyond `limit`, oldest first."""
-        while (excess := await self._redis.zcard(keys.ALL_SESSIONS) - limit) > 0:
-            oldest: list[tuple[bytes, float]] = await self._redis.zrange(
-                keys.ALL_SESSIONS, 0, min(excess, BATCH_SIZE) - 1, withscores=True
+    async def _owner_counts(self) -> dict[str, int]:
+        """How many sessions each owner holds (its index's size)."""
+        counts: dict[str, int] = {}
+        start = 0
+        while True:
+            owners: list[bytes] = await self._redis.zrange(
+                keys.OWNERS, start, start + BATCH_SIZE - 1
             )
-            if not oldest:
-                return
-            # A session active after its pick has `updated` above every picked score.
-            cutoff = int(max(score for _, score in oldest))
-            deleted, orphans = await self._delete(cutoff, [session_id for session_id, _ in oldest])
+            if not owners:
+                return counts
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for owner in owners:
+                    pipe.zcard(keys.owner_sessions(owner.decode()))
+                sizes: list[int] = await pipe.execute()
+            counts.update((o.decode(), int(n)) for o, n in zip(owners, sizes, strict=True))
+            start += BATCH_SIZE
+
+    async def _evict_oldest(self, owner: str, count: int) -> tuple[int, int]:
+        """The owner's `count` least recently active sessions (at most a batch): how many
+        were deleted, and how many index entries of expired ones went."""
+        oldest: list[tuple[bytes, float]] = await self._redis.zrange(
+            keys.owner_sessions(owner), 0, min(count, BATCH_SIZE) - 1, withscores=True
+        )
+        if not oldest:
+            return 0, 0
+        # A session active after its pick has `updated` above every picked score.
+        cutoff = int(max(score for _, score in oldest))
+        refs = [keys.session_ref(owner, member.decode()).encode() for member, _ in oldest]
+        return await self._delete(cutoff, refs)
+
+    async def _evict_over_owner_cap(
+        self, cap: int, counts: dict[str, int], report: PruneReport
+    ) -> None:
+        for owner, count in counts.items():
+            while count > cap:
+                deleted, orphans = await self._evict_oldest(owner, count - cap)
+                report.evicted_over_owner_cap += deleted
+                report.expired_index_entries += orphans
+                if not deleted + orphans:
+                    break
+                count -= deleted + orphans
+            counts[owner] = count
+
+    async def _evict(self, limit: int, counts: dict[str, int], report: PruneReport) -> None:
+        """Beyond `limit` sessions in all: the least recently active of the owner holding the
+        most, until it holds no more than the next, and so on."""
+        excess = await self._redis.zcard(keys.ALL_SESSIONS) - limit
+        largest = [(-count, owner) for owner, count in counts.items() if count]
+        heapq.heapify(largest)
+        while excess > 0 and largest:
+            count, owner = -largest[0][0], heapq.heappop(largest)[1]
+            runner_up = -largest[0][0] if largest else 0
+            deleted, orphans = await self._evict_oldest(owner, min(excess, count - runner_up + 1))
             report.evicted += deleted
             report.expired_index_entries += orphans
-            if deleted + orphans == 0:
-                return
+            removed = deleted + orphans
+            if not removed:
+                continue  # every pick got a turn meanwhile: leave this owner for the next run
+            excess -= removed
+            if count - removed > 0:
+                heapq.heappush(largest, (-(count - removed), owner))
 
     async def _prune_owner_indexes(self, cutoff: int, report: PruneReport) -> None:
         start = 0

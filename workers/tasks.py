@@ -47,7 +47,10 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["redis_client"] = redis
     ctx["drain"] = UsageDrain(redis, retention_days=settings.metrics_retention_days)
     ctx["pruner"] = Pruner(
-        redis, ttl_ms=settings.session_ttl_ms, max_sessions=settings.max_sessions
+        redis,
+        ttl_ms=settings.session_ttl_ms,
+        max_sessions=settings.max_sessions,
+        per_owner=settings.max_sessions_per_owner or None,
     )
     ctx["running"] = {}
     if settings.server_key_mode:

@@ -1,8 +1,10 @@
 """The Redis key layout: a documented interface that operators read with redis-cli.
 
-Every key of one session shares the hash tag `{<session_id>}`, so a Redis Cluster would keep
-them in one slot. Session ids are validated against `^[A-Za-z0-9_-]{1,64}$` before they get
-here, so user input never adds key syntax.
+A session is named in Redis by its owner and its id, `<owner>:<session_id>` (`session_ref`):
+two owners can both use the id `default`, and no lookup of one reaches the other's. Every key
+of one session shares the hash tag `{<owner>:<session_id>}`, so a Redis Cluster keeps them in
+one slot. Session ids are validated against `^[A-Za-z0-9_-]{1,64}$` and owners are 32 hex
+digits before they get here, so user input never adds key syntax.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from typing import NamedTuple
 
 PREFIX = "chat"
 
-# Sorted set: session id -> last activity (ms since the epoch), every session.
+# Sorted set: session ref (`<owner>:<session_id>`) -> last activity (ms since the epoch), every
+# session.
 ALL_SESSIONS = f"{PREFIX}:sessions"
 # Sorted set: owner id -> last activity (ms); the pruner walks it to clean owner indexes.
 OWNERS = f"{PREFIX}:owners"
@@ -43,8 +46,20 @@ class SessionKeys(NamedTuple):
     usage: str  # hash: usage totals, written by the worker
 
 
-def session_keys(session_id: str) -> SessionKeys:
-    tag = f"{PREFIX}:{{{session_id}}}"
+def session_ref(owner: str, session_id: str) -> str:
+    """A session's name in Redis: its owner and its id (the owner's hex has no `:`)."""
+    return f"{owner}:{session_id}"
+
+
+def split_ref(ref: str) -> tuple[str, str]:
+    """The owner and the session id of a session ref."""
+    owner, _, session_id = ref.partition(":")
+    return owner, session_id
+
+
+def session_keys(ref: str) -> SessionKeys:
+    """The keys of the session `ref` (`session_ref`)."""
+    tag = f"{PREFIX}:{{{ref}}}"
     return SessionKeys(
         meta=f"{tag}:meta",
         messages=f"{tag}:messages",

@@ -22,7 +22,7 @@ from app.schemas import (
     ToolCall,
 )
 from app.store import keys
-from app.store.client import LuaScript, awaited, lua_script
+from app.store.client import LuaScript, lua_script
 from app.store.limits import NO_LIMITS, TurnWant, admission_args
 
 if TYPE_CHECKING:
@@ -136,9 +136,9 @@ class SessionStore:
 
         With an `admission`, the turn's rate-limit check runs first in the same script, and a
         refused turn raises before anything else. An unknown session is empty history (the
-        turn will create it); a session of another owner does not exist for this one.
+        turn will create it).
         """
-        k = keys.session_keys(session_id)
+        k = keys.session_keys(keys.session_ref(owner, session_id))
         limit, args = (
             (admission.keys, admission.args)
             if admission is not None
@@ -147,12 +147,10 @@ class SessionStore:
                 admission_args(NO_LIMITS, _NO_WANT),
             )
         )
-        reply: list[Any] = await self._open(keys=[*limit, k.meta, k.messages], args=[*args, owner])
+        reply: list[Any] = await self._open(keys=[*limit, k.meta, k.messages], args=args)
         if admission is not None:
             await admission.settle(reply[0])
-        _, stored_owner, system_prompt, raw_messages = reply
-        if stored_owner is not None and stored_owner.decode() != owner:
-            raise SessionNotFound(session_id)
+        _, system_prompt, raw_messages = reply
         return History(
             system_prompt=_text(system_prompt),
             messages=[_history_decoder.decode(raw) for raw in raw_messages],
@@ -160,9 +158,9 @@ class SessionStore:
 
     async def commit_turn(self, turn: TurnCommit) -> Committed:
         """Write the turn in one atomic script; it settles the turn against the owner's limits."""
-        k = keys.session_keys(turn.session_id)
+        k = keys.session_keys(keys.session_ref(turn.owner, turn.session_id))
         spent = ("", "") if turn.spent is None else turn.spent
-        status, count, tokens_today, spent_today = await self._commit(
+        _, count, tokens_today, spent_today = await self._commit(
             keys=[
                 k.meta,
                 k.messages,
@@ -191,14 +189,12 @@ class SessionStore:
                 _message_encoder.encode(turn.assistant),
             ],
         )
-        if status == 0:
-            raise SessionNotFound(turn.session_id)
         day = (int(tokens_today), int(spent_today)) if tokens_today >= 0 else None
         return Committed(int(count), day)
 
-    async def _read(self, session_id: str) -> tuple[str, dict[str, Any]]:
-        """The owner and the fields of a session's detail view, in one round trip."""
-        k = keys.session_keys(session_id)
+    async def _read(self, owner: str, session_id: str) -> dict[str, Any]:
+        """The fields of a session's detail view, in one round trip."""
+        k = keys.session_keys(keys.session_ref(owner, session_id))
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(k.meta)
             pipe.lrange(k.messages, 0, -1)
@@ -208,7 +204,7 @@ class SessionStore:
         fields = {key.decode(): value.decode() for key, value in meta.items()}
         if "owner" not in fields:
             raise SessionNotFound(session_id)
-        return fields["owner"], {
+        return {
             **_summary_fields(session_id, fields, usage),
             "expires_at": _ms_to_datetime(now_ms() + max(int(ttl_ms), 0)),
             "system_prompt": fields.get("system_prompt"),
@@ -216,24 +212,16 @@ class SessionStore:
         }
 
     async def get(self, session_id: str, owner: str) -> SessionDetail:
-        """The whole session, if `owner` holds it."""
-        stored_owner, detail = await self._read(session_id)
-        if stored_owner != owner:
-            raise SessionNotFound(session_id)
-        return SessionDetail(**detail)
+        """The owner's session of that id."""
+        return SessionDetail(**await self._read(owner, session_id))
 
-    async def get_any(self, session_id: str) -> AdminSessionDetail:
-        """The whole session, whoever holds it (the operators' view)."""
-        owner, detail = await self._read(session_id)
-        return AdminSessionDetail(**detail, owner=owner)
-
-    async def owner_of(self, session_id: str) -> str | None:
-        meta = keys.session_keys(session_id).meta
-        owner: bytes | None = await awaited(self._redis.hget(meta, "owner"))
-        return _text(owner)
+    async def get_any(self, owner: str, session_id: str) -> AdminSessionDetail:
+        """Any owner's session (the operators' view)."""
+        return AdminSessionDetail(**await self._read(owner, session_id), owner=owner)
 
     async def delete(self, session_id: str, owner: str) -> None:
-        k = keys.session_keys(session_id)
+        """Remove the owner's session of that id, every key it has and its index entries."""
+        k = keys.session_keys(keys.session_ref(owner, session_id))
         deleted = await self._delete(
             keys=[*k, keys.ALL_SESSIONS, keys.owner_sessions(owner)],
             args=[session_id, owner],
@@ -241,17 +229,11 @@ class SessionStore:
         if not deleted:
             raise SessionNotFound(session_id)
 
-    async def delete_any(self, session_id: str) -> None:
-        """Delete whoever holds it (the operators' view)."""
-        owner = await self.owner_of(session_id)
-        if owner is None:
-            raise SessionNotFound(session_id)
-        await self.delete(session_id, owner)
-
     async def _page(
-        self, index: str, limit: int, offset: int
+        self, index: str, limit: int, offset: int, owner: str | None = None
     ) -> tuple[int, list[tuple[str, dict[str, Any]]]]:
         """Owners and summary fields of a page of `index`, most recent first: two round trips.
+        `index` holds session refs, or the session ids of `owner`.
 
         Index entries of sessions that Redis already expired are skipped here and removed by
         the worker's pruner.
@@ -259,30 +241,36 @@ class SessionStore:
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.zcard(index)
             pipe.zrevrange(index, offset, offset + limit - 1)
-            total, ids = await pipe.execute()
-        if not ids:
+            total, members = await pipe.execute()
+        if not members:
             return total, []
+        refs = [
+            member.decode() if owner is None else keys.session_ref(owner, member.decode())
+            for member in members
+        ]
         async with self._redis.pipeline(transaction=False) as pipe:
-            for raw_id in ids:
-                k = keys.session_keys(raw_id.decode())
+            for ref in refs:
+                k = keys.session_keys(ref)
                 # Only what a listing shows: not the system prompt, which may be long.
                 pipe.hmget(k.meta, list(_SUMMARY_FIELDS))
                 pipe.hgetall(k.usage)
             results: list[Any] = await pipe.execute()
         rows = []
-        for raw_id, meta, usage in zip(ids, results[::2], results[1::2], strict=True):
+        for ref, meta, usage in zip(refs, results[::2], results[1::2], strict=True):
             fields = {
                 name: value.decode()
                 for name, value in zip(_SUMMARY_FIELDS, meta, strict=True)
                 if value is not None
             }
             if "owner" in fields:
-                rows.append((fields["owner"], _summary_fields(raw_id.decode(), fields, usage)))
+                rows.append(
+                    (fields["owner"], _summary_fields(keys.split_ref(ref)[1], fields, usage))
+                )
         return total, rows
 
     async def page(self, owner: str, *, limit: int, offset: int) -> SessionPage:
         """The owner's sessions, most recent activity first."""
-        total, rows = await self._page(keys.owner_sessions(owner), limit, offset)
+        total, rows = await self._page(keys.owner_sessions(owner), limit, offset, owner)
         return SessionPage(
             sessions=[SessionSummary(**summary) for _, summary in rows],
             total=total,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 
@@ -33,6 +33,14 @@ _encoder = msgspec.json.Encoder()
 
 class _Messages(msgspec.Struct, frozen=True):
     messages: list[CompletionMessage]
+
+
+class StoredSizes(NamedTuple):
+    """What one message a session stores may hold (the settings of the same names)."""
+
+    max_message_chars: int  # its text
+    max_stored_message_bytes: int  # all of it, as JSON: images, tool calls and all
+    max_system_prompt_chars: int
 
 
 class IncomingTurn(msgspec.Struct, kw_only=True, frozen=True):
@@ -87,19 +95,51 @@ def _checked(messages: list[CompletionMessage]) -> None:
         )
 
 
-def incoming_turn(raw_messages: list[dict[str, Any]]) -> IncomingTurn:
+def _sized(
+    messages: list[CompletionMessage], raw_messages: list[dict[str, Any]], sizes: StoredSizes
+) -> None:
+    """A session stores what it is sent: each message within its limits, or a 400 naming it."""
+    for index, (message, raw) in enumerate(zip(messages, raw_messages, strict=True)):
+        if message.role in SYSTEM_ROLES:
+            continue
+        where = f"messages[{index}]"
+        chars = len(text_of(message.content))
+        if chars > sizes.max_message_chars:
+            raise InvalidRequest(
+                f"{where}.content: {chars} characters; a session stores at most "
+                f"{sizes.max_message_chars} a message",
+                field=f"{where}.content",
+            )
+        size = len(_encoder.encode(raw))
+        if size > sizes.max_stored_message_bytes:
+            raise InvalidRequest(
+                f"{where}: {size} bytes; a session stores at most "
+                f"{sizes.max_stored_message_bytes} a message (send a large image by URL, or "
+                "without X-Session-Id)",
+                field=where,
+            )
+
+
+def incoming_turn(raw_messages: list[dict[str, Any]], sizes: StoredSizes) -> IncomingTurn:
     """Validate the new messages of a session's turn and split off the system prompt."""
     try:
         messages = msgspec.convert({"messages": raw_messages}, _Messages).messages
     except msgspec.ValidationError as exc:
         raise from_msgspec(exc) from None
     _checked(messages)
+    _sized(messages, raw_messages, sizes)
     now = datetime.now(UTC)
-    system = [text_of(m.content) for m in messages if m.role in SYSTEM_ROLES]
+    system = "\n\n".join(text_of(m.content) for m in messages if m.role in SYSTEM_ROLES)
+    if len(system) > sizes.max_system_prompt_chars:
+        raise InvalidRequest(
+            f"messages: the system prompt is {len(system)} characters; at most "
+            f"{sizes.max_system_prompt_chars} are allowed",
+            field="messages",
+        )
     kept = [(m, raw) for m, raw in zip(messages, raw_messages, strict=True)
             if m.role not in SYSTEM_ROLES]  # fmt: skip
     return IncomingTurn(
-        system_prompt="\n\n".join(system) or None,
+        system_prompt=system or None,
         stored=[
             StoredMessage(
                 role=message.role,  # type: ignore[arg-type]  # system roles are split off

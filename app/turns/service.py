@@ -16,13 +16,14 @@ from app.errors import ClientDisconnected, InvalidRequest, UpstreamError
 from app.ids import random_id
 from app.ops import prometheus
 from app.schemas import ChatRequest, ChatResponse, StoredMessage, Usage
+from app.store import keys
 from app.store.estimates import Estimate
 from app.store.limits import TurnWant
 from app.store.sessions import History, HistoryMessage, TurnCommit
 from app.store.spend import FREE, MICROS, Prices, estimated_tokens, micros
 from app.store.usage import Settlement, UsageEvent, UsageInbox, usage_event_encoder
 from app.turns.model_policy import ModelPolicy
-from app.turns.openai_request import NEW_SESSION, incoming_turn, text_of
+from app.turns.openai_request import NEW_SESSION, StoredSizes, incoming_turn, text_of
 from app.turns.payload import conversation, upstream_payload
 from app.turns.pricing import fallback_models
 
@@ -134,6 +135,11 @@ class ChatService:
         self._settings = settings
         self._catalog = catalog
         self._policy = ModelPolicy(settings.allowed_models)
+        self._sizes = StoredSizes(
+            settings.max_message_chars,
+            settings.max_stored_message_bytes,
+            settings.max_system_prompt_chars,
+        )
         # Writes that outlive their request (a stream cut by the server's shutdown), awaited
         # by `drain` before the clients close.
         self._late_writes: set[asyncio.Future[None]] = set()
@@ -160,6 +166,12 @@ class ChatService:
             raise InvalidRequest(
                 f"message: {len(request.message)} characters; at most {limit} are allowed",
                 field="message",
+            )
+        prompt, prompt_limit = request.system_prompt, self._settings.max_system_prompt_chars
+        if prompt is not None and len(prompt) > prompt_limit:
+            raise InvalidRequest(
+                f"system_prompt: {len(prompt)} characters; at most {prompt_limit} are allowed",
+                field="system_prompt",
             )
         self._check_max_tokens(request.max_tokens, "max_tokens")
 
@@ -263,7 +275,7 @@ class ChatService:
         stored: list[StoredMessage] = []
         messages: list[Any] = request.messages
         if session is not None:
-            incoming = incoming_turn(request.messages)
+            incoming = incoming_turn(request.messages, self._sizes)
             session_id, history = await self._session(
                 caller, None if session == NEW_SESSION else session, want
             )
@@ -474,7 +486,10 @@ class ChatService:
             assistant.timestamp,
             status=status,
             model=completion.model,
-            session_id=turn.session_id,
+            # The session as Redis names it, for the worker to find its usage hash.
+            session_id=None
+            if turn.session_id is None
+            else keys.session_ref(caller.owner, turn.session_id),
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
             total_tokens=usage.total_tokens,

@@ -30,8 +30,8 @@ if TYPE_CHECKING:
 TOKEN = "admin-" + secrets.token_hex(16)
 ROUTES = [
     ("GET", "/admin/sessions"),
-    ("GET", "/admin/sessions/some-session"),
-    ("DELETE", "/admin/sessions/some-session"),
+    ("GET", f"/admin/sessions/{'0' * 32}/some-session"),
+    ("DELETE", f"/admin/sessions/{'0' * 32}/some-session"),
     ("GET", "/admin/stats"),
 ]
 
@@ -74,17 +74,19 @@ def test_admin_routes_accept_the_token(admin: httpx.Client) -> None:
     assert admin.get("/admin/sessions", headers=bearer(TOKEN)).status_code == 200
     assert admin.get("/admin/stats", headers=bearer(TOKEN)).status_code == 200
     # Past the guard: an unknown session is a 404, not a 401.
-    assert admin.get("/admin/sessions/some-session", headers=bearer(TOKEN)).status_code == 404
-    assert admin.delete("/admin/sessions/some-session", headers=bearer(TOKEN)).status_code == 404
+    unknown = f"/admin/sessions/{'0' * 32}/some-session"
+    assert admin.get(unknown, headers=bearer(TOKEN)).status_code == 404
+    assert admin.delete(unknown, headers=bearer(TOKEN)).status_code == 404
 
 
 def test_a_users_key_is_not_an_admin_token(
     admin: httpx.Client, api_key: str, redis_client: redis.Redis
 ) -> None:
     session_id = chat(admin, api_key, "mine")["session_id"]
-    response = admin.delete(f"/admin/sessions/{session_id}", headers=bearer(api_key))
+    owner = owner_of(redis_client, session_id)
+    response = admin.delete(f"/admin/sessions/{owner}/{session_id}", headers=bearer(api_key))
     assert response.status_code == 401
-    assert redis_client.exists(f"chat:{{{session_id}}}:meta") == 1
+    assert redis_client.exists(f"chat:{{{owner}:{session_id}}}:meta") == 1
 
 
 def test_admin_lists_every_owners_sessions_by_last_activity(
@@ -125,7 +127,8 @@ def test_admin_reads_any_session(
     chat(admin, api_key, "more", session_id=session_id)
     own: dict[str, Any] = admin.get(f"/sessions/{session_id}", headers=bearer(api_key)).json()
 
-    response = admin.get(f"/admin/sessions/{session_id}", headers=bearer(TOKEN))
+    owner = owner_of(redis_client, session_id)
+    response = admin.get(f"/admin/sessions/{owner}/{session_id}", headers=bearer(TOKEN))
     assert response.status_code == 200
     detail: dict[str, Any] = response.json()
     assert detail.pop("owner") == owner_of(redis_client, session_id)
@@ -156,14 +159,15 @@ def test_admin_delete_removes_every_key_and_index_entry(
         )
     assert len(session_keys(redis_client, doomed)) == 4
 
-    response = admin.delete(f"/admin/sessions/{doomed}", headers=bearer(TOKEN))
+    response = admin.delete(f"/admin/sessions/{owner}/{doomed}", headers=bearer(TOKEN))
     assert response.status_code == 204
     assert session_keys(redis_client, doomed) == []
-    assert redis_client.zscore("chat:sessions", doomed) is None
+    assert redis_client.zscore("chat:sessions", f"{owner}:{doomed}") is None
     assert redis_client.zscore(f"chat:owner:{owner}:sessions", doomed) is None
     assert admin.get(f"/sessions/{doomed}", headers=bearer(api_key)).status_code == 404
-    assert admin.get(f"/admin/sessions/{doomed}", headers=bearer(TOKEN)).status_code == 404
-    assert admin.delete(f"/admin/sessions/{doomed}", headers=bearer(TOKEN)).status_code == 404
+    path = f"/admin/sessions/{owner}/{doomed}"
+    assert admin.get(path, headers=bearer(TOKEN)).status_code == 404
+    assert admin.delete(path, headers=bearer(TOKEN)).status_code == 404
     # The owner's other session is untouched.
     listing = admin.get("/sessions", headers=bearer(api_key)).json()
     assert [s["session_id"] for s in listing["sessions"]] == [kept]

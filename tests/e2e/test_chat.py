@@ -15,6 +15,7 @@ import pytest
 
 from app.turns.callers import owner_id
 from tests.conftest import SESSION_SECRET, bearer
+from tests.support.redis_state import session_tag
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -92,7 +93,7 @@ def redis_snapshot(r: redis.Redis, *, skip: frozenset[str] = frozenset()) -> dic
 
 def session_keys_of(r: redis.Redis, session_id: str) -> list[str]:
     # Braces are literal in Redis glob patterns.
-    return sorted(k.decode() for k in r.scan_iter(match=f"chat:{{{session_id}}}:*"))
+    return sorted(k.decode() for k in r.scan_iter(match=f"chat:{{*:{session_id}}}:*"))
 
 
 def pttl(r: redis.Redis, name: str) -> int:
@@ -384,7 +385,7 @@ def test_history_cap_drops_oldest_pairs_and_keeps_the_system_prompt(
     # Turn 5 replayed what was stored after turn 4: its last two pairs, system prompt first.
     last = sent_upstream(standin, api_key)[-1]["messages"]
     assert last == [{"role": "system", "content": "Be brief."}, *pairs[4:8], pairs[8]]
-    assert redis_client.llen(f"chat:{{{session_id}}}:messages") == 4
+    assert redis_client.llen(f"{session_tag(redis_client, session_id)}:messages") == 4
 
 
 def test_a_session_continues_on_another_replica(
@@ -443,25 +444,29 @@ def test_concurrent_turns_on_two_replicas_both_land_in_pairs(
     assert {m["content"] for m in stored[2::2]} == {"alpha", "beta"}
 
 
-def test_another_key_gets_404_and_the_session_is_unchanged(
+def test_another_key_naming_the_id_gets_a_session_of_its_own(
     client: httpx.Client, redis_client: redis.Redis, standin: StandinServer, api_key: str
 ) -> None:
     session_id = chat_ok(client, api_key, message="mine")["session_id"]
-    before = redis_snapshot(redis_client)
+    owner = owner_id(api_key, SESSION_SECRET.encode())
+    before = {
+        name: value
+        for name, value in redis_snapshot(redis_client).items()
+        if name.startswith(f"chat:{{{owner}:")
+    }
     intruder = new_key()
 
     response = post_chat(client, intruder, message="let me in", session_id=session_id)
 
-    assert response.status_code == 404
-    error = response.json()["error"]
-    assert error["status"] == 404
-    assert error["request_id"] == response.headers["x-request-id"]
-    assert standin.control.requests(intruder) == []
-    # The attempt counts against the intruder's own rate limit, and changes nothing else.
-    intruder_limit = limit_key(intruder)
-    assert redis_client.exists(intruder_limit)
-    skip = frozenset({intruder_limit, f"{intruder_limit}:holds"})
-    assert redis_snapshot(redis_client, skip=skip) == before
+    assert response.status_code == 200, response.text
+    assert response.json()["session_id"] == session_id
+    [record] = standin.control.requests(intruder)
+    assert record["body"]["messages"] == [{"role": "user", "content": "let me in"}]
+    after = redis_snapshot(redis_client)
+    assert {name: after[name] for name in before} == before
+    assert [m["content"] for m in session_messages(client, intruder, session_id)][::2] == [
+        "let me in"
+    ]
     assert [m["content"] for m in session_messages(client, api_key, session_id)] == [
         "mine",
         "Echo 1: mine",
@@ -476,7 +481,9 @@ def test_redis_holds_the_documented_layout(
 ) -> None:
     answer = chat_ok(client, api_key, message="layout check", system_prompt="Be exact.")
     session_id = answer["session_id"]
-    tag = f"chat:{{{session_id}}}"
+    owner = owner_id(api_key, SESSION_SECRET.encode())
+    # The session is named by its owner and its id: two keys may both use an id.
+    tag = f"chat:{{{owner}:{session_id}}}"
 
     raw_meta = cast("dict[bytes, bytes]", redis_client.hgetall(f"{tag}:meta"))
     meta = {k.decode(): v.decode() for k, v in raw_meta.items()}
@@ -500,8 +507,8 @@ def test_redis_holds_the_documented_layout(
     for message in (user, assistant):
         assert datetime.fromisoformat(message["timestamp"]).utcoffset() == timedelta(0)
 
-    owner = meta["owner"]
-    assert redis_client.zscore("chat:sessions", session_id) is not None
+    assert meta["owner"] == owner
+    assert redis_client.zscore("chat:sessions", f"{owner}:{session_id}") is not None
     assert redis_client.zscore(f"chat:owner:{owner}:sessions", session_id) is not None
 
     # The key is forwarded upstream and kept nowhere.
@@ -516,7 +523,8 @@ def test_every_session_key_carries_the_ttl_and_a_turn_refreshes_it(
 ) -> None:
     session_id = chat_ok(client, api_key, message="ttl")["session_id"]
     names = session_keys_of(redis_client, session_id)
-    assert {f"chat:{{{session_id}}}:meta", f"chat:{{{session_id}}}:messages"} <= set(names)
+    tag = session_tag(redis_client, session_id)
+    assert {f"{tag}:meta", f"{tag}:messages"} <= set(names)
     # SESSION_CLEANUP_HOURS defaults to 24.
     for name in names:
         assert DAY_MS - TTL_SLACK_MS < pttl(redis_client, name) <= DAY_MS, name
@@ -550,8 +558,8 @@ def test_hot_path_costs_at_most_two_redis_round_trips(
     trips from above: `total_reads_processed` rising by at most 2 (plus our own INFO) proves
     at most two round trips. The command counts show what they were (Redis counts the
     commands a script runs): one EVALSHA that admits the turn (one HMGET of the limit hash)
-    and reads the history (HMGET and LRANGE), then one EVALSHA (the commit, which runs neither
-    HMGET nor LRANGE).
+    and reads the history (HGET of the system prompt, LRANGE), then one EVALSHA (the commit,
+    which runs neither HMGET nor LRANGE).
     """
     session_id = chat_ok(client, api_key, message="warm up")["session_id"]
     # The warm-up loaded the scripts and left a fresh pooled connection (no health-check PING).
@@ -572,7 +580,7 @@ def test_hot_path_costs_at_most_two_redis_round_trips(
 
     round_trips, counts = measured(message="measured", session_id=session_id)
     assert round_trips <= 2
-    assert counts == {"hmget": 2, "lrange": 1, "evalsha": 2, "eval": 0, "script|load": 0}
+    assert counts == {"hmget": 1, "lrange": 1, "evalsha": 2, "eval": 0, "script|load": 0}
 
     # A new session has no history to read: the admission goes alone, then the commit.
     round_trips, counts = measured(message="a new session")

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from tests.conftest import base_env, bearer
-from tests.e2e.test_chat import chat_ok, limit_key, redis_snapshot
+from app.turns.callers import owner_id
+from tests.conftest import SESSION_SECRET, base_env, bearer
+from tests.e2e.test_chat import chat_ok, redis_snapshot
 from tests.e2e.test_validation import assert_error
 from tests.support.processes import WebProcess
 from tests.support.redis_server import free_port
@@ -64,12 +65,24 @@ def attempts(session_id: str) -> list[tuple[str, str, str, dict[str, Any] | None
     ]  # fmt: skip
 
 
+def owner_keys(r: redis.Redis, key: str) -> dict[str, Any]:
+    """Every key of one owner's sessions, with its value."""
+    owner = owner_id(key, SESSION_SECRET.encode())
+    return {
+        name: value
+        for name, value in redis_snapshot(r).items()
+        if name.startswith(f"chat:{{{owner}:") or name == f"chat:owner:{owner}:sessions"
+    }
+
+
 def test_another_key_reaches_nothing_of_a_session_on_any_route(
     clients: tuple[httpx.Client, httpx.Client],
     redis_client: redis.Redis,
     standin: StandinServer,
     api_key: str,
 ) -> None:
+    """Session ids are scoped to their owner: another key naming the same id reaches a
+    session of its own, and no answer tells it that the id is someone else's."""
     one, two = clients
     session_id = chat_ok(one, api_key, message="my secret plan")["session_id"]
     streamed = one.post(
@@ -79,14 +92,26 @@ def test_another_key_reaches_nothing_of_a_session_on_any_route(
     )
     assert streamed.status_code == 200
     assert '"type":"done"' in streamed.text
-    before = redis_snapshot(redis_client, skip=frozenset({"chat:usage:inbox"}))
-    intruder = other_key()
+    before = owner_keys(redis_client, api_key)
+    unknown_id = "never-used-" + secrets.token_hex(4)
 
     for replica in (one, two):
+        intruder = other_key()
         for name, method, path, body in attempts(session_id):
             response = replica.request(method, path, json=body, headers=bearer(intruder))
-            assert_error(response, 404)
             assert "my secret plan" not in response.text, name
+            # Exactly what the same request naming an id nobody uses gets.
+            fresh = other_key()
+            unused = path.replace(session_id, unknown_id)
+            same = replica.request(
+                method,
+                unused,
+                json=body and {**body, "session_id": unknown_id},
+                headers=bearer(fresh),
+            )
+            assert response.status_code == same.status_code, name
+            if response.status_code >= 400:
+                assert response.json()["error"]["type"] == same.json()["error"]["type"]
         for stream in (False, True):
             # The OpenAI-compatible route, continuing the session through its header.
             response = replica.post(
@@ -94,19 +119,16 @@ def test_another_key_reaches_nothing_of_a_session_on_any_route(
                 json={"messages": [{"role": "user", "content": "mine now"}], "stream": stream},
                 headers=bearer(intruder) | {"X-Session-Id": session_id},
             )
-            assert response.status_code == 404, response.text
-            assert response.json()["error"]["message"]
+            assert response.status_code == 200, response.text
             assert "my secret plan" not in response.text
-        listed = replica.get("/sessions", headers=bearer(intruder))
-        assert listed.status_code == 200
-        assert listed.json()["sessions"] == []
-        assert listed.json()["total"] == 0
+        # Upstream only ever saw the intruder's own messages.
+        for record in standin.control.requests(intruder):
+            assert "my secret plan" not in str(record["body"]["messages"])
+        listed = replica.get("/sessions", headers=bearer(intruder)).json()
+        assert [s["session_id"] for s in listed["sessions"]] == [session_id]
+        assert listed["sessions"][0]["title"] != "my secret plan"
 
-    # Refused before OpenRouter was called: the intruder's key was never used upstream.
-    assert standin.control.requests(intruder) == []
-    # Only the intruder's own rate-limit count moved: its turns count, like any turn.
-    skip = frozenset({"chat:usage:inbox", limit_key(intruder), f"{limit_key(intruder)}:holds"})
-    assert redis_snapshot(redis_client, skip=skip) == before
+    assert owner_keys(redis_client, api_key) == before
     for replica in (one, two):
         mine = replica.get(f"/sessions/{session_id}", headers=bearer(api_key))
         assert mine.status_code == 200
@@ -116,21 +138,18 @@ def test_another_key_reaches_nothing_of_a_session_on_any_route(
         ]
 
 
-def test_a_session_id_taken_by_one_key_cannot_be_started_by_another(
+def test_two_keys_can_use_the_same_session_id(
     clients: tuple[httpx.Client, httpx.Client], api_key: str
 ) -> None:
     one, two = clients
-    chosen = "shared-name-" + secrets.token_hex(4)
-    chat_ok(one, api_key, message="first come", session_id=chosen)
+    other = other_key()
+    for replica, key, message in ((one, api_key, "first come"), (two, other, "second")):
+        answer = chat_ok(replica, key, message=message, session_id="default")
+        assert answer["session_id"] == "default"
 
-    response = two.post(
-        "/chat", json={"message": "second", "session_id": chosen}, headers=bearer(other_key())
-    )
-
-    assert_error(response, 404)
-    read = two.get(f"/sessions/{chosen}", headers=bearer(api_key)).json()
-    assert read["messages"][0]["content"] == "first come"
-    assert read["message_count"] == 2
+    for replica, key, message in ((two, api_key, "first come"), (one, other, "second")):
+        read = replica.get("/sessions/default", headers=bearer(key)).json()
+        assert [m["content"] for m in read["messages"]][::2] == [message]
 
 
 @pytest.mark.parametrize("route", ["/admin/sessions", "/admin/sessions/{id}", "/admin/stats"])
@@ -139,7 +158,7 @@ def test_user_keys_do_not_open_admin_routes(
 ) -> None:
     one, two = clients
     session_id = chat_ok(one, api_key, message="admins only see this")["session_id"]
-    path = route.replace("{id}", session_id)
+    path = route.replace("{id}", f"{owner_id(api_key, SESSION_SECRET.encode())}/{session_id}")
     for replica in (one, two):
         for key in (api_key, other_key()):
             for method in ("GET", "DELETE") if "{id}" in route else ("GET",):

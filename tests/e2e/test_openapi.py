@@ -280,7 +280,7 @@ def test_admin_routes_are_absent_without_admin_token(
     document: dict[str, Any], client: httpx.Client
 ) -> None:
     assert not [path for path in document["paths"] if path.startswith("/admin")]
-    for path in ("/admin/sessions", "/admin/stats", "/admin/sessions/some-id"):
+    for path in ("/admin/sessions", "/admin/stats", f"/admin/sessions/{'0' * 32}/some-id"):
         response = client.get(path, headers={"Authorization": "Bearer anything-at-all-here"})
         assert response.status_code == 404, path
         assert response.json()["error"]["status"] == 404

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from datetime import timedelta
@@ -11,7 +12,8 @@ import httpx
 import pytest
 
 from app.store.client import lua_script
-from tests.conftest import base_env, bearer
+from app.turns.callers import owner_id
+from tests.conftest import SESSION_SECRET, base_env, bearer
 from tests.e2e.test_worker import (
     WorkerPool,
     chat,
@@ -22,6 +24,7 @@ from tests.e2e.test_worker import (
     session_keys,
     wait_for,
 )
+from tests.support.redis_state import session_tag
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -38,7 +41,7 @@ OWNERS = "chat:owners"
 SHORT_HOURS = "0.0005"
 PRUNE_EVERY_SECOND = {"PRUNE_INTERVAL_SECONDS": "1"}
 REPORT_FIELDS = {"idle", "expired_index_entries", "evicted", "owner_index_entries",
-                 "owners_forgotten", "duration_ms"}  # fmt: skip
+                 "owners_forgotten", "migrated", "duration_ms"}  # fmt: skip
 
 
 @pytest.fixture
@@ -67,11 +70,16 @@ def total(reports: list[dict[str, Any]], field: str) -> int:
     return sum(int(report[field]) for report in reports)
 
 
+def indexed_ids(client: redis.Redis) -> list[str]:
+    """The session ids `chat:sessions` names (as `<owner>:<id>`), lowest score first."""
+    return [member.rpartition(":")[2] for member in members(client, ALL_SESSIONS)]
+
+
 def gone(client: redis.Redis, session_id: str, owner: str) -> bool:
     """No key of the session is left, and no index names it."""
     return (
         not session_keys(client, session_id)
-        and client.zscore(ALL_SESSIONS, session_id) is None
+        and client.zscore(ALL_SESSIONS, f"{owner}:{session_id}") is None
         and client.zscore(owner_index(owner), session_id) is None
     )
 
@@ -92,7 +100,8 @@ def test_idle_sessions_are_removed_with_every_key_and_index_entry(
     # The API keeps them for 24 h: only the pruner can remove them within this test.
     for session_id in ids:
         assert len(session_keys(redis_client, session_id)) == 3
-        ttl_ms: int = redis_client.pttl(f"chat:{{{session_id}}}:meta")  # type: ignore[assignment]
+        meta = f"{session_tag(redis_client, session_id)}:meta"
+        ttl_ms: int = redis_client.pttl(meta)  # type: ignore[assignment]
         assert ttl_ms > 3_600_000
 
     worker = start_worker(SESSION_CLEANUP_HOURS=SHORT_HOURS, **PRUNE_EVERY_SECOND)
@@ -133,7 +142,7 @@ def test_index_entries_without_sessions_are_removed(
     # Default SESSION_CLEANUP_HOURS (24 h): the live session is not idle.
     worker = start_worker(**PRUNE_EVERY_SECOND)
     wait_for(
-        lambda: members(redis_client, ALL_SESSIONS) == [live],
+        lambda: indexed_ids(redis_client) == [live],
         timeout=5,
         what="only the live session left in chat:sessions",
     )
@@ -148,7 +157,8 @@ def test_index_entries_without_sessions_are_removed(
         what="the ghost owner forgotten",
     )
     assert redis_client.exists(owner_index("ghost-owner")) == 0
-    assert redis_client.exists(f"chat:{{{live}}}:meta", f"chat:{{{live}}}:messages") == 2
+    tag = f"chat:{{{owner}:{live}}}"
+    assert redis_client.exists(f"{tag}:meta", f"{tag}:messages") == 2
     reports = reports_so_far(worker)
     assert total(reports, "idle") == 0
     assert total(reports, "expired_index_entries") == 2
@@ -174,9 +184,9 @@ def test_sessions_expired_by_redis_leave_no_index_entries(
         what="Redis expires the session's keys",
     )
     # Expired, but still named by the global index: an orphan.
-    assert redis_client.zscore(ALL_SESSIONS, session_id) is not None
+    assert redis_client.zscore(ALL_SESSIONS, f"{owner}:{session_id}") is not None
     wait_for(
-        lambda: redis_client.zscore(ALL_SESSIONS, session_id) is None,
+        lambda: redis_client.zscore(ALL_SESSIONS, f"{owner}:{session_id}") is None,
         timeout=10,
         what="the orphaned entry removed from chat:sessions",
     )
@@ -196,19 +206,19 @@ def test_prune_script_keeps_a_session_active_after_the_pick(
     prune = redis_client.register_script(lua_script("prune_sessions.lua"))
     session_id = chat(client, api_key, "busy")["session_id"]
     owner = owner_of(redis_client, session_id)
-    raw_updated: bytes = redis_client.hget(f"chat:{{{session_id}}}:meta", "updated")  # type: ignore[assignment]
+    raw_updated: bytes = redis_client.hget(f"chat:{{{owner}:{session_id}}}:meta", "updated")  # type: ignore[assignment]
     updated = int(raw_updated)
     before = session_keys(redis_client, session_id)
 
     # Picked with a cutoff older than its last turn: a turn landed between pick and delete.
-    assert prune(keys=[ALL_SESSIONS], args=["chat", updated - 1, session_id]) == [0, 0]
+    assert prune(keys=[ALL_SESSIONS], args=["chat", updated - 1, f"{owner}:{session_id}"]) == [0, 0]
     assert session_keys(redis_client, session_id) == before
-    assert redis_client.zscore(ALL_SESSIONS, session_id) == updated
+    assert redis_client.zscore(ALL_SESSIONS, f"{owner}:{session_id}") == updated
     assert redis_client.zscore(owner_index(owner), session_id) == updated
     assert client.get(f"/sessions/{session_id}", headers=bearer(api_key)).status_code == 200
 
     # Still idle at the cutoff: deleted, keys and index entries alike.
-    assert prune(keys=[ALL_SESSIONS], args=["chat", updated, session_id]) == [1, 0]
+    assert prune(keys=[ALL_SESSIONS], args=["chat", updated, f"{owner}:{session_id}"]) == [1, 0]
     assert gone(redis_client, session_id, owner)
 
 
@@ -236,7 +246,8 @@ def test_busy_session_survives_pruning_under_a_short_ttl(
         detail = http.get(f"/sessions/{busy['session_id']}", headers=bearer(api_key)).json()
     assert detail["message_count"] == 2 * turns
     # The pruner was at work meanwhile: the idle session is gone from the index.
-    assert redis_client.zscore(ALL_SESSIONS, idle) is None
+    owner = owner_of(redis_client, busy["session_id"])
+    assert redis_client.zscore(ALL_SESSIONS, f"{owner}:{idle}") is None
     assert len(prune_reports(worker)) >= 4
 
 
@@ -247,26 +258,26 @@ def test_max_sessions_evicts_least_recently_active_first(
     # A later turn makes the first-created session the most recently active.
     chat(client, api_key, "back again", session_id=ids[0])
     by_activity = [ids[1], ids[2], ids[3], ids[4], ids[0]]
-    assert members(redis_client, ALL_SESSIONS) == by_activity
+    assert indexed_ids(redis_client) == by_activity
     owner = owner_of(redis_client, ids[0])
 
     worker = start_worker(MAX_SESSIONS="2", **PRUNE_EVERY_SECOND)
     wait_for(lambda: redis_client.zcard(ALL_SESSIONS) == 2, timeout=5, what="down to MAX_SESSIONS")
-    assert members(redis_client, ALL_SESSIONS) == by_activity[3:]
+    assert indexed_ids(redis_client) == by_activity[3:]
     for session_id in by_activity[:3]:
         assert gone(redis_client, session_id, owner)
     for session_id in by_activity[3:]:
-        assert redis_client.exists(f"chat:{{{session_id}}}:meta") == 1
+        assert redis_client.exists(f"chat:{{{owner}:{session_id}}}:meta") == 1
     assert total(reports_so_far(worker), "evicted") == 3
 
     # One more session: the next least recently active goes.
     newest = chat(client, api_key, "newest")["session_id"]
     wait_for(
-        lambda: redis_client.zscore(ALL_SESSIONS, by_activity[3]) is None,
+        lambda: redis_client.zscore(ALL_SESSIONS, f"{owner}:{by_activity[3]}") is None,
         timeout=5,
         what="the next oldest evicted",
     )
-    assert members(redis_client, ALL_SESSIONS) == [ids[0], newest]
+    assert indexed_ids(redis_client) == [ids[0], newest]
     assert gone(redis_client, by_activity[3], owner)
     assert total(reports_so_far(worker), "evicted") == 4
 
@@ -295,3 +306,42 @@ def test_two_workers_prune_once_per_tick(
     assert max(ticks.values()) == 1, f"runs per tick: {sorted(ticks.items())}"
     # It did run: one a second, give or take a tick at the edges.
     assert len(ticks) >= seconds - 1, f"runs per tick: {sorted(ticks.items())}"
+
+
+def test_sessions_of_the_layout_before_owner_scoped_ids_move_to_their_owners_name(
+    client: httpx.Client, api_key: str, redis_client: redis.Redis, start_worker: StartWorker
+) -> None:
+    """An upgrade loses no session: keys tagged `{<id>}` move to `{<owner>:<id>}`."""
+    owner = owner_id(api_key, SESSION_SECRET.encode())
+    now_ms = int(time.time() * 1000)
+    old = "chat:{from-before}"
+    r: Any = redis_client
+    r.hset(f"{old}:meta", mapping={"owner": owner, "created": now_ms, "updated": now_ms,
+                                  "title": "old", "turns": 1, "message_count": 2})  # fmt: skip
+    stamp = "2026-12-01T10:00:00Z"
+    stored = [{"role": "user", "content": "kept across the upgrade", "timestamp": stamp},
+              {"role": "assistant", "content": "so it is", "timestamp": stamp}]  # fmt: skip
+    r.rpush(f"{old}:messages", *map(json.dumps, stored))
+    r.rpush(f"{old}:turns", "turn-1")
+    for name in (f"{old}:meta", f"{old}:messages", f"{old}:turns"):
+        r.pexpire(name, 3_600_000)
+    r.zadd(ALL_SESSIONS, {"from-before": now_ms})
+    r.zadd(owner_index(owner), {"from-before": now_ms})
+    r.zadd(OWNERS, {owner: now_ms})
+
+    worker = start_worker(**PRUNE_EVERY_SECOND)
+    wait_for(
+        lambda: (
+            indexed_ids(redis_client) == ["from-before"]
+            and members(redis_client, ALL_SESSIONS) == [f"{owner}:from-before"]
+        ),
+        timeout=5,
+        what="the session renamed in chat:sessions",
+    )
+
+    assert not r.keys("chat:{from-before}:*")
+    new = f"chat:{{{owner}:from-before}}"
+    assert 0 < r.pttl(f"{new}:messages") <= 3_600_000
+    detail = client.get("/sessions/from-before", headers=bearer(api_key)).json()
+    assert [m["content"] for m in detail["messages"]] == ["kept across the upgrade", "so it is"]
+    assert total(reports_so_far(worker), "migrated") == 1

@@ -15,6 +15,7 @@ import redis
 
 from tests.conftest import bearer
 from tests.support.redis_server import RedisServer
+from tests.support.redis_state import session_tag
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -198,7 +199,8 @@ def test_turn_whose_commit_fails_leaves_no_half_turn(
     assert first.status_code == 200
     session_id = first.json()["session_id"]
     stored = redis.Redis(port=own_redis.port)
-    messages_key = f"chat:{{{session_id}}}:messages"
+    tag = session_tag(stored, session_id)
+    messages_key = f"{tag}:messages"
     assert stored.llen(messages_key) == 2
     stored.close()
 
@@ -237,7 +239,7 @@ def test_turn_whose_commit_fails_leaves_no_half_turn(
         raw = cast("list[bytes]", stored.lrange(messages_key, 0, -1))
         assert len(raw) == 2
         assert b"the lost turn" not in b"".join(raw)
-        count = cast("bytes | None", stored.hget(f"chat:{{{session_id}}}:meta", "message_count"))
+        count = cast("bytes | None", stored.hget(f"{tag}:meta", "message_count"))
         assert count == b"2"
     finally:
         stored.close()

@@ -22,6 +22,7 @@ import redis
 from app.store import keys
 from tests.conftest import SESSION_SECRET, bearer
 from tests.support.cluster import Cluster, wait_for
+from tests.support.redis_state import session_tag
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -147,7 +148,7 @@ class Load:
 
 
 def stored_user_messages(store: redis.Redis, session_id: str) -> list[str]:
-    raw = store.lrange(keys.session_keys(session_id).messages, 0, -1)
+    raw = store.lrange(f"{session_tag(store, session_id)}:messages", 0, -1)
     messages = [msgspec.json.decode(item) for item in raw]  # type: ignore[union-attr]
     return [message["content"] for message in messages if message["role"] == "user"]
 
@@ -193,7 +194,7 @@ def test_a_conversation_lands_on_every_replica_and_keeps_its_context(
     assert len(detail.json()["messages"]) == 2 * turns
     assert deleted.status_code == 204
     assert gone.status_code == 404
-    assert store.exists(keys.session_keys(str(session_id)).messages) == 0
+    assert store.exists(f"{session_tag(store, str(session_id))}:messages") == 0
     # One shared copy of the model list, whichever replica answers.
     assert {response.headers["x-served-by"] for response in models} == set(cluster.webs)
     assert len({response.headers["etag"] for response in models}) == 1
@@ -306,7 +307,7 @@ def test_a_killed_worker_catches_up_counting_each_turn_once(
     wait_for(lambda: store.llen(keys.USAGE_INBOX) == 0, 60, "the worker to drain the inbox")
     assert metrics_requests(store, MODEL) - day_before == answered
     for session_id in {outcome.session_id for outcome in load.outcomes}:
-        usage = store.hget(keys.session_keys(session_id).usage, "turns")
+        usage = store.hget(f"{session_tag(store, session_id)}:usage", "turns")
         assert int(usage or 0) == len(stored_user_messages(store, session_id))  # type: ignore[arg-type]
 
 

@@ -135,7 +135,7 @@ def test_a_missing_or_unknown_token_is_401_on_every_route(
         assert standin.control.requests(authorization.removeprefix("Bearer ")) == []
 
 
-def test_sessions_of_one_app_token_do_not_exist_for_another(
+def test_sessions_of_one_app_token_are_out_of_reach_of_another(
     deployment: Deployment, standin: StandinServer
 ) -> None:
     web, mobile = bearer(deployment.web_token), bearer(deployment.mobile_token)
@@ -146,19 +146,21 @@ def test_sessions_of_one_app_token_do_not_exist_for_another(
         intruding = [
             http.get(f"/sessions/{session_id}", headers=mobile),
             http.delete(f"/sessions/{session_id}", headers=mobile),
-            turn(http, deployment.mobile_token, session_id=session_id),
-            turn(http, deployment.mobile_token, session_id=session_id, stream=True),
+            # The same id names a session of the other token's own.
+            turn(http, deployment.mobile_token, message="theirs", session_id=session_id),
         ]
         listing = http.get("/sessions", headers=mobile).json()
         own = http.get(f"/sessions/{session_id}", headers=web)
         own_listing = http.get("/sessions", headers=web).json()
 
-    assert [answer.status_code for answer in intruding] == [404] * 4
-    assert listing["total"] == 0
-    assert listing["sessions"] == []
-    assert len(standin.control.requests(deployment.server_key)) == calls_before
+    assert [answer.status_code for answer in intruding] == [404, 404, 200]
+    assert [s["session_id"] for s in listing["sessions"]] == [session_id]
+    sent = standin.control.requests(deployment.server_key)[calls_before:]
+    assert [record["body"]["messages"] for record in sent] == [
+        [{"role": "user", "content": "theirs"}]
+    ]
     assert own.status_code == 200
-    assert own.json()["messages"][0]["content"] == "mine"
+    assert [m["content"] for m in own.json()["messages"]][::2] == ["mine"]
     assert [s["session_id"] for s in own_listing["sessions"]] == [session_id]
 
 

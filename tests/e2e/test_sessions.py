@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any, cast
 import httpx
 import pytest
 
-from tests.conftest import bearer
+from app.turns.callers import owner_id
+from tests.conftest import SESSION_SECRET, bearer
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -41,8 +42,14 @@ def when(value: str) -> datetime:
     return parsed
 
 
+def ref(key: str, session_id: str) -> str:
+    """The session's name in Redis: its owner and its id."""
+    return f"{owner_id(key, SESSION_SECRET.encode())}:{session_id}"
+
+
 def session_keys(redis_client: redis.Redis, session_id: str) -> set[bytes]:
-    return set(redis_client.scan_iter(match=f"chat:{{{session_id}}}:*"))
+    # Ids are unique in a test: the owner part of the tag needs no naming.
+    return set(redis_client.scan_iter(match=f"chat:{{*:{session_id}}}:*"))
 
 
 def pttl(redis_client: redis.Redis, key: bytes) -> int:
@@ -247,7 +254,7 @@ def test_delete_removes_every_key_and_index_entry(
     assert response.status_code == 204
     assert response.content == b""
     assert session_keys(redis_client, doomed) == set()
-    assert redis_client.zscore("chat:sessions", doomed) is None
+    assert redis_client.zscore("chat:sessions", ref(api_key, doomed)) is None
     for index in redis_client.scan_iter(match="chat:owner:*:sessions"):
         assert redis_client.zscore(index, doomed) is None
     gone = client.get(f"/sessions/{doomed}", headers=bearer(api_key))
@@ -305,7 +312,7 @@ def test_another_key_gets_404_and_the_session_survives(
             "message"
         ].replace("does-not-exist", "ID")
     assert session_keys(redis_client, session_id) == keys_before
-    assert redis_client.zscore("chat:sessions", session_id) is not None
+    assert redis_client.zscore("chat:sessions", ref(api_key, session_id)) is not None
     own = client.get(f"/sessions/{session_id}", headers=bearer(api_key))
     assert own.status_code == 200
     assert [m["content"] for m in own.json()["messages"]] == ["private matters", turn["response"]]

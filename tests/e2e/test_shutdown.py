@@ -63,8 +63,8 @@ def test_an_open_stream_finishes_after_sigterm_and_the_process_exits_0(
     assert events[-1]["type"] == "done", events[-1]
     assert events[-1]["response"] == content
     assert web.wait(timeout=30) == 0
-    session = redis_client.lrange(f"chat:{{{events[-1]['session_id']}}}:messages", 0, -1)
-    assert len(session) == 2  # type: ignore[arg-type]
+    session = stored_messages(redis_client, events[-1]["session_id"])
+    assert len(session) == 2
     logs = web.logs()
     assert "Application shutdown complete" in logs
 

@@ -14,6 +14,7 @@ import pytest
 from tests.e2e.test_chat import chat_ok, limit_key, post_chat, redis_snapshot, session_messages
 from tests.e2e.test_validation import assert_error
 from tests.support.redis_server import free_port
+from tests.support.redis_state import session_tag
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -516,7 +517,7 @@ def test_usage_figures_that_cannot_be_right_count_as_unknown(
     assert answer["usage"] == expected
     assert answer["tokens_used"] == expected["total_tokens"]
     # The whole turn is saved, and its usage event holds only figures that can be right.
-    assert redis_client.llen("chat:{odd}:messages") == 2
+    assert redis_client.llen(f"{session_tag(redis_client, 'odd')}:messages") == 2
     inbox: list[bytes] = redis_client.lrange(USAGE_INBOX, 0, -1)  # type: ignore[assignment]
     [event] = [json.loads(raw) for raw in inbox]
     for name in ("prompt_tokens", "completion_tokens", "total_tokens"):

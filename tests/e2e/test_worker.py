@@ -22,6 +22,7 @@ from app.turns.callers import owner_id
 from tests.conftest import SESSION_SECRET, base_env, bearer
 from tests.support.processes import ProcfileProcess
 from tests.support.redis_server import RedisServer
+from tests.support.redis_state import session_tag
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -133,8 +134,9 @@ def session_usage(http: httpx.Client, key: str, session_id: str) -> dict[str, An
 
 
 def session_keys(client: redis.Redis, session_id: str) -> list[bytes]:
-    """Every key of one session (they share the hash tag `{<id>}`)."""
-    return sorted(client.scan_iter(match=f"chat:{{{session_id}}}:*"))
+    """Every key of one session (they share the hash tag `{<owner>:<id>}`; ids are unique in a
+    test)."""
+    return sorted(client.scan_iter(match=f"chat:{{*:{session_id}}}:*"))
 
 
 def metric_totals(client: redis.Redis) -> dict[str, dict[str, float]]:
@@ -174,7 +176,7 @@ def heartbeat(client: redis.Redis) -> float:
 
 def owner_of(client: redis.Redis, session_id: str) -> str:
     """The owner id stored with a session."""
-    owner: bytes | None = client.hget(f"chat:{{{session_id}}}:meta", "owner")  # type: ignore[assignment]
+    owner: bytes | None = client.hget(f"{session_tag(client, session_id)}:meta", "owner")  # type: ignore[assignment]
     assert owner is not None, f"session {session_id} has no meta"
     return owner.decode()
 
@@ -347,9 +349,9 @@ def test_retried_commit_adds_one_message_pair_and_one_usage_event(
     now = datetime.now(UTC)
     now_ms = int(now.timestamp() * 1000)
     stamp = now.isoformat().replace("+00:00", "Z")
-    tag = f"chat:{{{session_id}}}"
+    tag = f"chat:{{{owner}:{session_id}}}"
     event = {"at": now_ms, "day": now.strftime("%Y-%m-%d"), "model": DEFAULT_MODEL,
-             "session_id": session_id, "prompt_tokens": 3, "completion_tokens": 5,
+             "session_id": f"{owner}:{session_id}", "prompt_tokens": 3, "completion_tokens": 5,
              "total_tokens": 8, "cost": 0.25, "latency_ms": 12.5}  # fmt: skip
     keys = [f"{tag}:meta", f"{tag}:messages", f"{tag}:turns", f"{tag}:usage", "chat:sessions",
             f"chat:owner:{owner}:sessions", INBOX, "chat:owners",

@@ -16,6 +16,7 @@ from app.http.routes.chat import chat_route
 from app.http.services import YOUNG_COLLECTION_THRESHOLD
 from app.settings import load_settings
 from tests.conftest import base_env
+from tests.support.redis_state import session_tag
 
 if TYPE_CHECKING:
     import redis
@@ -122,7 +123,7 @@ def test_a_turn_is_served_by_the_turn_route(
     assert stream.headers["content-type"].startswith("text/event-stream")
     assert stream.headers["cache-control"] == "no-cache"
     assert b'"type":"done"' in stream.body
-    assert redis_client.llen("chat:{in-process}:messages") == 6
+    assert redis_client.llen(f"{session_tag(redis_client, 'in-process')}:messages") == 6
 
 
 def test_a_body_over_the_limit_is_413_declared_or_not(
@@ -212,7 +213,7 @@ def test_a_client_that_hangs_up_mid_body_costs_nothing(
 
     gone = asyncio.run(run())
     assert gone.status == 499
-    assert redis_client.exists("chat:{gone}:messages") == 0
+    assert redis_client.exists(f"{session_tag(redis_client, 'gone')}:messages") == 0
     assert len(standin.control.requests(api_key)) == before
 
 

@@ -21,7 +21,7 @@ MESSAGES = ['{"role": "user", "content": "hi"}', '{"role": "assistant", "content
 
 def commit(client: redis.Redis, session_id: str, **args: str) -> object:
     given = {**GOOD, **args}
-    session = keys.session_keys(session_id)
+    session = keys.session_keys(keys.session_ref("owner", session_id))
     return client.eval(
         commit_turn_script(),
         10,
@@ -63,7 +63,7 @@ def test_a_commit_with_a_bad_argument_writes_nothing(
     assert redis_client.keys("*") == []
     # The same commit with good arguments writes the turn whole.
     assert commit(redis_client, "bad-args") == [1, 2, 12, 3]
-    assert redis_client.llen(keys.session_keys("bad-args").messages) == 2
+    assert redis_client.llen(keys.session_keys("owner:bad-args").messages) == 2
 
 
 def test_a_pass_through_with_a_bad_count_writes_nothing(redis_client: redis.Redis) -> None:

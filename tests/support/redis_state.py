@@ -14,19 +14,35 @@ ALL_SESSIONS = b"chat:sessions"
 META_FIELDS = (b"owner", b"created", b"updated", b"turns", b"message_count")
 
 
-def session_ids(r: redis.Redis) -> set[bytes]:
-    """Every session id a key or the index names."""
+def session_refs(r: redis.Redis) -> set[bytes]:
+    """Every session (`<owner>:<session id>`) a key or the index names."""
     client: Any = r  # redis-py's sync stubs type every reply as maybe-awaitable
-    ids = {match.group(1) for key in client.scan_iter(match="chat:{*}:*", count=1000)
-           if (match := _SESSION_KEY.match(key))}  # fmt: skip
-    ids.update(client.zrange(ALL_SESSIONS, 0, -1))
-    return ids
+    refs = {match.group(1) for key in client.scan_iter(match="chat:{*}:*", count=1000)
+            if (match := _SESSION_KEY.match(key))}  # fmt: skip
+    refs.update(client.zrange(ALL_SESSIONS, 0, -1))
+    return refs
 
 
-def stored_messages(r: redis.Redis, session_id: bytes | str) -> list[dict[str, Any]]:
-    sid = session_id.decode() if isinstance(session_id, bytes) else session_id
+def session_ids(r: redis.Redis) -> set[bytes]:
+    """Every session id (as clients know them) a key or the index names."""
+    return {ref.rpartition(b":")[2] for ref in session_refs(r)}
+
+
+def session_tag(r: redis.Redis, session_id: str) -> str:
+    """`chat:{<owner>:<session id>}` of the one session with that id (ids are unique in a
+    test); `chat:{<owner>:<session id>}` of no owner when none has it."""
     client: Any = r
-    return [json.loads(raw) for raw in client.lrange(f"chat:{{{sid}}}:messages", 0, -1)]
+    for key in client.scan_iter(match=f"chat:{{*:{session_id}}}:*", count=1000):
+        return str(key.decode().rpartition(":")[0])
+    return f"chat:{{nobody:{session_id}}}"
+
+
+def stored_messages(r: redis.Redis, session: bytes | str) -> list[dict[str, Any]]:
+    """The messages of a session, by its ref or its id."""
+    name = session.decode() if isinstance(session, bytes) else session
+    tag = f"chat:{{{name}}}" if ":" in name else session_tag(r, name)
+    client: Any = r
+    return [json.loads(raw) for raw in client.lrange(f"{tag}:messages", 0, -1)]
 
 
 def broken_turns(r: redis.Redis) -> list[str]:
@@ -37,10 +53,11 @@ def broken_turns(r: redis.Redis) -> list[str]:
     """
     client: Any = r
     problems: list[str] = []
-    for sid in sorted(session_ids(r)):
-        name = sid.decode(errors="replace")
-        meta: dict[bytes, bytes] = client.hgetall(b"chat:{%s}:meta" % sid)
-        messages = stored_messages(r, sid)
+    for ref in sorted(session_refs(r)):
+        name = ref.decode(errors="replace")
+        sid = ref.rpartition(b":")[2]
+        meta: dict[bytes, bytes] = client.hgetall(b"chat:{%s}:meta" % ref)
+        messages = stored_messages(r, ref)
         if not meta:
             problems.append(f"{name}: keys or an index entry without metadata")
             continue
@@ -55,7 +72,7 @@ def broken_turns(r: redis.Redis) -> list[str]:
         roles = [message.get("role") for message in messages]
         if roles != ["user", "assistant"] * (len(messages) // 2) or len(messages) % 2:
             problems.append(f"{name}: messages are not whole turns: {roles}")
-        if client.zscore(ALL_SESSIONS, sid) is None:
+        if client.zscore(ALL_SESSIONS, ref) is None:
             problems.append(f"{name}: missing from {ALL_SESSIONS.decode()}")
         owner_index = b"chat:owner:%s:sessions" % meta[b"owner"]
         if client.zscore(owner_index, sid) is None:

@@ -31,6 +31,15 @@ ADMIN = {
 }
 
 Days = Annotated[int, Parameter(ge=1, le=366, description="How many days, today first.")]
+OwnerPath = Annotated[
+    str,
+    Parameter(
+        pattern="^[0-9a-f]{32}$",
+        description="The session's owner id, as the listing shows it.",
+        min_length=32,
+        max_length=32,
+    ),
+]
 
 
 def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
@@ -53,27 +62,27 @@ class AdminController(Controller):
         return await services.store.page_all(limit=limit, offset=offset)
 
     @get(
-        "/sessions/{session_id:str}",
+        "/sessions/{owner:str}/{session_id:str}",
         summary="Read any session",
         responses={**ADMIN, 404: docs.NOT_FOUND},
     )
     async def get_session(
-        self, session_id: SessionIdPath, services: NamedDependency[Services]
+        self, owner: OwnerPath, session_id: SessionIdPath, services: NamedDependency[Services]
     ) -> AdminSessionDetail:
-        """The whole session, whoever owns it."""
-        return await services.store.get_any(session_id)
+        """The whole session of any owner (session ids are scoped to their owner)."""
+        return await services.store.get_any(owner, session_id)
 
     @delete(
-        "/sessions/{session_id:str}",
+        "/sessions/{owner:str}/{session_id:str}",
         summary="Delete any session",
         status_code=204,
         responses={**ADMIN, 404: docs.NOT_FOUND},
     )
     async def delete_session(
-        self, session_id: SessionIdPath, services: NamedDependency[Services]
+        self, owner: OwnerPath, session_id: SessionIdPath, services: NamedDependency[Services]
     ) -> None:
         """Remove the session, every key it owns and its index entries."""
-        await services.store.delete_any(session_id)
+        await services.store.delete(session_id, owner)
 
     @get("/stats", summary="Global usage metrics", responses=ADMIN)
     async def stats(self, services: NamedDependency[Services], days: Days = 7) -> Stats:

@@ -7,9 +7,10 @@
 --       an owner without limits: settle.lua),
 --       then the turn's messages as JSON, oldest first, the answer last
 -- Returns {1, message count, tokens today, micro-USD today} when committed, {2, message
--- count, -1, -1} when this turn id was already committed (a retried call), {0, 0, -1, -1}
--- when another owner holds the session (the turn is settled all the same: it was spent).
--- The day's figures count what turns in flight hold; -1 when the owner has no limits.
+-- count, -1, -1} when this turn id was already committed (a retried call). The day's figures
+-- count what turns in flight hold; -1 when the owner has no limits.
+-- The session is the owner's (its keys are tagged {<owner>:<session id>}): the all-sessions
+-- index names it so, the owner's index by its id.
 local meta, messages, turns, usage, all_index, owner_index, inbox, owners, limit, holds =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 local session_id, owner, turn_id, now, ttl, cap =
@@ -31,13 +32,6 @@ if #ARGV < FIRST_MESSAGE then
   return redis.error_reply('ERR commit_turn: no messages to commit')
 end
 
-local current = redis.call('HGET', meta, 'owner')
-if current and current ~= owner then
-  if settles then
-    settle(limit, holds, turn_id, tonumber(ARGV[11]), tonumber(ARGV[12]))
-  end
-  return {0, 0, -1, -1}
-end
 if redis.call('LPOS', turns, turn_id) then
   return {2, redis.call('LLEN', messages), -1, -1}
 end
@@ -68,8 +62,8 @@ local function trim(count)
   return count - cut
 end
 
-if not current then
-  redis.call('HSET', meta, 'owner', owner, 'created', now, 'title', ARGV[8])
+if redis.call('HSETNX', meta, 'owner', owner) == 1 then
+  redis.call('HSET', meta, 'created', now, 'title', ARGV[8])
 end
 for index = FIRST_MESSAGE, #ARGV do
   redis.call('RPUSH', messages, ARGV[index])
@@ -89,7 +83,7 @@ redis.call('LTRIM', turns, 0, 15)
 for _, key in ipairs({meta, messages, turns, usage, owner_index}) do
   redis.call('PEXPIRE', key, ttl)
 end
-redis.call('ZADD', all_index, now, session_id)
+redis.call('ZADD', all_index, now, owner .. ':' .. session_id)
 redis.call('ZADD', owner_index, now, session_id)
 redis.call('ZADD', owners, now, owner)
 if ARGV[10] ~= '' then
