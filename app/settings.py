@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from typing import TYPE_CHECKING, Annotated, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 from msgspec import Meta
@@ -40,6 +42,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, rename="upper"):
     # Where things are.
     app_env: Literal["production", "development"] = "production"
     redis_url: str = "redis://localhost:6379/0"
+    # https, or http to a loopback host only: callers' keys travel to it (check_base_url).
     openrouter_base_url: str = "https://openrouter.ai/api/v1"
     # Attribution headers to OpenRouter (HTTP-Referer, X-Title); an empty one is not sent.
     app_url: str = ""
@@ -146,6 +149,37 @@ def parse_model_aliases(value: str) -> dict[str, str]:
     return aliases
 
 
+def is_loopback_host(host: str) -> bool:
+    """`localhost`, or an address of 127.0.0.0/8 or ::1: traffic that never leaves the machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_base_url(url: str) -> None:
+    """OPENROUTER_BASE_URL must be https: every call carries an OpenRouter key in a header.
+
+    Plain http is allowed to a loopback host only (a stand-in, or a local proxy that does TLS).
+    """
+    try:
+        parts = urlsplit(url)
+        scheme, host = parts.scheme, parts.hostname or ""
+    except ValueError:  # e.g. an unclosed `[` of an IPv6 address
+        scheme, host = "", ""
+    if scheme == "https" and host:
+        return
+    if scheme == "http" and is_loopback_host(host):
+        return
+    raise SettingsError(
+        f"invalid setting: OPENROUTER_BASE_URL: {url!r} is not an https:// URL; the OpenRouter "
+        "key of every call travels to it, so only https is accepted, or http to a loopback "
+        "host (localhost, 127.0.0.0/8, ::1)"
+    )
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read the settings from `environ` (default: the process environment).
 
@@ -174,6 +208,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         settings = msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:
         raise SettingsError(f"invalid setting: {_describe(exc)}") from None
+    check_base_url(settings.openrouter_base_url)
     if settings.server_key_mode and not settings.app_tokens:
         raise SettingsError(
             "APP_TOKENS is required when OPENROUTER_API_KEY is set: clients authenticate with "
