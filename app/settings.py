@@ -79,6 +79,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, rename="upper"):
     stream_keepalive_seconds: Annotated[float, Meta(gt=0, le=15)] = 10.0
     # The chat page at `/` (app/http/static); off for an API-only deployment.
     serve_ui: bool = True
+    # Swagger UI at /docs and ReDoc at /redoc (pinned CDN files); /openapi.json stays either way.
+    docs_enabled: bool = True
 
     # Worker and operators.
     metrics_retention_days: PositiveInt = 30

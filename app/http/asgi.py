@@ -17,7 +17,7 @@ from app.http.dependencies import dependencies
 from app.http.errors import exception_handlers
 from app.http.routes.admin import AdminController
 from app.http.routes.chat import chat_route
-from app.http.routes.docs import docs_handlers
+from app.http.routes.docs import openapi_json, viewer_handlers
 from app.http.routes.health import health
 from app.http.routes.metrics import metrics
 from app.http.routes.models import list_models
@@ -99,9 +99,11 @@ def create_litestar(settings: Settings) -> Litestar:
         list_models,
         health,
         metrics,
-        *docs_handlers,
+        openapi_json,
         *v1_handlers,
     ]
+    if settings.docs_enabled:
+        handlers.extend(viewer_handlers)
     if settings.admin_token:
         handlers.append(AdminController)
     if settings.serve_ui:
