@@ -95,6 +95,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, rename="upper"):
     forwarded_allow_ips: str = ""
     shutdown_grace_seconds: Annotated[float, Meta(ge=1, le=3600)] = 20.0
     metrics_token: Annotated[str, Meta(pattern=r"^(|.{16,})$")] = ""
+    # A second port for /admin/* and /metrics (and /health); the public PORT then 404s them.
+    admin_port: Annotated[int, Meta(ge=1, le=65535)] | None = None
     # Where a replica's processes keep their Prometheus counters; empty: a temporary one.
     prometheus_multiproc_dir: str = ""
 
@@ -211,6 +213,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     except msgspec.ValidationError as exc:
         raise SettingsError(f"invalid setting: {_describe(exc)}") from None
     check_base_url(settings.openrouter_base_url)
+    if settings.admin_port == settings.port:
+        raise SettingsError(
+            f"invalid setting: ADMIN_PORT: {settings.admin_port} is also PORT; the operators' "
+            "routes need a port of their own (or unset ADMIN_PORT to serve them on PORT)"
+        )
     if settings.server_key_mode and not settings.app_tokens:
         raise SettingsError(
             "APP_TOKENS is required when OPENROUTER_API_KEY is set: clients authenticate with "

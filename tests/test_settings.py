@@ -310,3 +310,29 @@ def test_plain_http_base_url_stops_the_web_process(
 
     assert code != 0
     assert "OPENROUTER_BASE_URL" in process.logs()
+
+
+# ---- ADMIN_PORT ------------------------------------------------------------------------------
+
+
+def test_admin_port_is_unset_by_default_and_read_when_given() -> None:
+    assert load_settings({}).admin_port is None
+    assert load_settings({"ADMIN_PORT": "9000"}).admin_port == 9000
+
+
+@pytest.mark.parametrize("value", ["0", "70000", "admin"])
+def test_admin_port_must_be_a_port(value: str) -> None:
+    with pytest.raises(SettingsError, match="ADMIN_PORT"):
+        load_settings({"ADMIN_PORT": value})
+
+
+def test_admin_port_must_not_be_port(
+    web: list[ProcfileProcess], redis_url: str, standin: StandinServer
+) -> None:
+    with pytest.raises(SettingsError, match="ADMIN_PORT"):
+        load_settings({"PORT": "8000", "ADMIN_PORT": "8000"})
+    env = web_env(redis_url, standin, APP_ENV="production", SESSION_SECRET=SESSION_SECRET)
+    process = start_web(web, {**env, "ADMIN_PORT": env["PORT"]})
+
+    assert exit_of(process) != 0
+    assert "ADMIN_PORT" in process.logs()
