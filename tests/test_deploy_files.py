@@ -134,6 +134,7 @@ def test_compose_passes_the_whole_env_file_to_the_api_and_the_worker() -> None:
         "REDIS_URL",
         "SESSION_SECRET",
         "PORT",
+        "ADMIN_PORT",
         "FORWARDED_ALLOW_IPS",
     }
     assert set(services["worker"]["environment"]) == {"REDIS_URL"}
@@ -156,6 +157,33 @@ def test_compose_overrides_no_setting_with_a_default_of_its_own() -> None:
     # model id once did): every setting the file names is fixed, or required.
     text = (ROOT / "compose.yaml").read_text()
     assert not re.findall(r"\$\{[A-Z_]+:?-", text)
+
+
+def test_compose_keeps_the_admin_port_off_the_host_and_out_of_the_balancer() -> None:
+    services = compose_file()["services"]
+    api = services["api"]
+    public, admin = api["environment"]["PORT"], api["environment"]["ADMIN_PORT"]
+
+    assert admin != public
+    # Reachable from the compose network (Prometheus), published nowhere.
+    assert api["expose"] == [admin]
+    published = [port for service in services.values() for port in service.get("ports", [])]
+    assert published == [f"{public}:{public}"]
+    # HAProxy sends to the public port of each replica, and to nothing else.
+    backend = compose_config("haproxy-backend")
+    servers = [line.split() for line in backend.splitlines() if line.strip().startswith("server")]
+    assert [server[3] for server in servers] == [f"api:{public}"]
+    assert f":{admin}" not in compose_config("haproxy")
+
+
+def test_render_keeps_the_admin_port_off_the_public_service_port() -> None:
+    render = yaml.safe_load((ROOT / "render.yaml").read_text())["services"]
+    web = next(service for service in render if service["type"] == "web")
+    variables = {item["key"]: item.get("value") for item in web["envVars"]}
+
+    # Render routes public traffic to PORT (10000 unless set) and to no other port.
+    assert variables["ADMIN_PORT"] not in (None, "", variables.get("PORT", "10000"))
+    assert web["healthCheckPath"] == "/health"
 
 
 def test_compose_balancer_has_a_slot_for_every_replica() -> None:
