@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import secrets
 from typing import TYPE_CHECKING, Annotated, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 from msgspec import Meta
@@ -41,6 +43,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, rename="upper"):
     # Where things are.
     app_env: Literal["production", "development"] = "production"
     redis_url: str = "redis://localhost:6379/0"
+    # https, or http to a loopback host only: callers' keys travel to it (check_base_url).
     openrouter_base_url: str = "https://openrouter.ai/api/v1"
     # Attribution headers to OpenRouter (HTTP-Referer, X-Title); an empty one is not sent.
     app_url: str = ""
@@ -80,6 +83,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, rename="upper"):
     stream_keepalive_seconds: Annotated[float, Meta(gt=0, le=15)] = 10.0
     # The chat page at `/` (app/http/static); off for an API-only deployment.
     serve_ui: bool = True
+    # Swagger UI at /docs and ReDoc at /redoc (pinned CDN files); /openapi.json stays either way.
+    docs_enabled: bool = True
 
     # Worker and operators.
     metrics_retention_days: PositiveInt = 30
@@ -97,6 +102,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, rename="upper"):
     forwarded_allow_ips: str = ""
     shutdown_grace_seconds: Annotated[float, Meta(ge=1, le=3600)] = 20.0
     metrics_token: Annotated[str, Meta(pattern=r"^(|.{16,})$")] = ""
+    # A second port for /admin/* and /metrics (and /health); the public PORT then 404s them.
+    admin_port: Annotated[int, Meta(ge=1, le=65535)] | None = None
     # Where a replica's processes keep their Prometheus counters; empty: a temporary one.
     prometheus_multiproc_dir: str = ""
 
@@ -163,6 +170,37 @@ def parse_model_aliases(value: str) -> dict[str, str]:
     return aliases
 
 
+def is_loopback_host(host: str) -> bool:
+    """`localhost`, or an address of 127.0.0.0/8 or ::1: traffic that never leaves the machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_base_url(url: str) -> None:
+    """OPENROUTER_BASE_URL must be https: every call carries an OpenRouter key in a header.
+
+    Plain http is allowed to a loopback host only (a stand-in, or a local proxy that does TLS).
+    """
+    try:
+        parts = urlsplit(url)
+        scheme, host = parts.scheme, parts.hostname or ""
+    except ValueError:  # e.g. an unclosed `[` of an IPv6 address
+        scheme, host = "", ""
+    if scheme == "https" and host:
+        return
+    if scheme == "http" and is_loopback_host(host):
+        return
+    raise SettingsError(
+        f"invalid setting: OPENROUTER_BASE_URL: {url!r} is not an https:// URL; the OpenRouter "
+        "key of every call travels to it, so only https is accepted, or http to a loopback "
+        "host (localhost, 127.0.0.0/8, ::1)"
+    )
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read the settings from `environ` (default: the process environment).
 
@@ -199,6 +237,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             f"OPENROUTER_DEFAULT_MODEL {settings.openrouter_default_model!r} is not in "
             f"ALLOWED_MODELS ({', '.join(settings.allowed_models)}): every turn that names no "
             "model would be refused; allow it, or pick a default among the allowed models"
+        )
+    check_base_url(settings.openrouter_base_url)
+    if settings.admin_port == settings.port:
+        raise SettingsError(
+            f"invalid setting: ADMIN_PORT: {settings.admin_port} is also PORT; the operators' "
+            "routes need a port of their own (or unset ADMIN_PORT to serve them on PORT)"
         )
     if settings.server_key_mode and not settings.app_tokens:
         raise SettingsError(

@@ -3,6 +3,7 @@ configuration run one set of commands, and each says what a deployment needs."""
 
 from __future__ import annotations
 
+import re
 import shlex
 import shutil
 import subprocess
@@ -114,6 +115,75 @@ def test_compose_runs_three_replicas_behind_a_balancer_started_by_health() -> No
     assert given <= set(Settings.__struct_encode_fields__), given - set(
         Settings.__struct_encode_fields__
     )
+
+
+# `${NAME:?message}`: compose stops with the message when NAME is unset or empty.
+REQUIRED = re.compile(r"^\$\{(?P<name>[A-Z_]+):\?(?P<message>[^}]+)\}$")
+
+
+def test_compose_passes_the_whole_env_file_to_the_api_and_the_worker() -> None:
+    services = compose_file()["services"]
+    for name in ("api", "worker"):
+        # The long form: without a .env the stack still starts on the shell's variables.
+        assert services[name]["env_file"] == [{"path": ".env", "required": False}], name
+        # Over .env, compose sets only what it wires: its own Redis, the api's port and the
+        # balancer's trust, and the secret it insists on; no list of settings that leaves
+        # the others unreachable.
+        assert services[name]["environment"]["REDIS_URL"] == "redis://redis:6379/0"
+    assert set(services["api"]["environment"]) == {
+        "REDIS_URL",
+        "SESSION_SECRET",
+        "PORT",
+        "ADMIN_PORT",
+        "FORWARDED_ALLOW_IPS",
+    }
+    assert set(services["worker"]["environment"]) == {"REDIS_URL"}
+
+
+def test_compose_refuses_to_start_without_a_session_secret_of_the_operators() -> None:
+    text = (ROOT / "compose.yaml").read_text()
+    secret = compose_file()["services"]["api"]["environment"]["SESSION_SECRET"]
+
+    required = REQUIRED.fullmatch(secret)
+    assert required, secret
+    assert required["name"] == "SESSION_SECRET"
+    assert ".env" in required["message"]
+    # No default of any kind, in any service: `${SESSION_SECRET:-...}` or `-...}` would start.
+    assert re.findall(r"\$\{SESSION_SECRET[^}]*\}", text) == [secret]
+
+
+def test_compose_overrides_no_setting_with_a_default_of_its_own() -> None:
+    # A `${NAME:-default}` would shadow the .env value with compose's (and the seed's stale
+    # model id once did): every setting the file names is fixed, or required.
+    text = (ROOT / "compose.yaml").read_text()
+    assert not re.findall(r"\$\{[A-Z_]+:?-", text)
+
+
+def test_compose_keeps_the_admin_port_off_the_host_and_out_of_the_balancer() -> None:
+    services = compose_file()["services"]
+    api = services["api"]
+    public, admin = api["environment"]["PORT"], api["environment"]["ADMIN_PORT"]
+
+    assert admin != public
+    # Reachable from the compose network (Prometheus), published nowhere.
+    assert api["expose"] == [admin]
+    published = [port for service in services.values() for port in service.get("ports", [])]
+    assert published == [f"{public}:{public}"]
+    # HAProxy sends to the public port of each replica, and to nothing else.
+    backend = compose_config("haproxy-backend")
+    servers = [line.split() for line in backend.splitlines() if line.strip().startswith("server")]
+    assert [server[3] for server in servers] == [f"api:{public}"]
+    assert f":{admin}" not in compose_config("haproxy")
+
+
+def test_render_keeps_the_admin_port_off_the_public_service_port() -> None:
+    render = yaml.safe_load((ROOT / "render.yaml").read_text())["services"]
+    web = next(service for service in render if service["type"] == "web")
+    variables = {item["key"]: item.get("value") for item in web["envVars"]}
+
+    # Render routes public traffic to PORT (10000 unless set) and to no other port.
+    assert variables["ADMIN_PORT"] not in (None, "", variables.get("PORT", "10000"))
+    assert web["healthCheckPath"] == "/health"
 
 
 def test_compose_balancer_has_a_slot_for_every_replica() -> None:

@@ -258,3 +258,81 @@ def test_model_aliases_are_pairs_or_none() -> None:
     for bad in ("a/old", "a/old=", "=a/new", "a/same=a/same"):
         with pytest.raises(SettingsError, match="MODEL_ALIASES"):
             load_settings({"MODEL_ALIASES": bad})
+
+
+# ---- OPENROUTER_BASE_URL ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://openrouter.ai/api/v1",
+        "https://10.0.0.5:8443/api/v1",
+        "http://localhost:9000/api/v1",
+        "http://LOCALHOST/api/v1",
+        "http://127.0.0.1:9000/api/v1",
+        "http://127.8.9.10/api/v1",
+        "http://[::1]:9000/api/v1",
+    ],
+)
+def test_base_url_is_https_or_loopback_http(url: str) -> None:
+    assert load_settings({"OPENROUTER_BASE_URL": url}).openrouter_base_url == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://openrouter.ai/api/v1",
+        "http://10.0.0.5/api/v1",
+        "http://0.0.0.0:9000/api/v1",
+        "http://localhost.example.com/api/v1",
+        "http://127.0.0.1.nip.io/api/v1",
+        "ftp://openrouter.ai/api/v1",
+        "openrouter.ai/api/v1",
+        "https:///api/v1",
+        "http://[::1/api/v1",
+    ],
+)
+def test_base_url_refuses_plain_http_beyond_loopback(url: str) -> None:
+    with pytest.raises(SettingsError, match="OPENROUTER_BASE_URL") as raised:
+        load_settings({"OPENROUTER_BASE_URL": url})
+
+    assert "https" in str(raised.value)
+
+
+def test_plain_http_base_url_stops_the_web_process(
+    web: list[ProcfileProcess], redis_url: str, standin: StandinServer
+) -> None:
+    env = web_env(redis_url, standin, APP_ENV="production", SESSION_SECRET=SESSION_SECRET)
+    process = start_web(web, {**env, "OPENROUTER_BASE_URL": "http://openrouter.ai/api/v1"})
+
+    code = exit_of(process)
+
+    assert code != 0
+    assert "OPENROUTER_BASE_URL" in process.logs()
+
+
+# ---- ADMIN_PORT ------------------------------------------------------------------------------
+
+
+def test_admin_port_is_unset_by_default_and_read_when_given() -> None:
+    assert load_settings({}).admin_port is None
+    assert load_settings({"ADMIN_PORT": "9000"}).admin_port == 9000
+
+
+@pytest.mark.parametrize("value", ["0", "70000", "admin"])
+def test_admin_port_must_be_a_port(value: str) -> None:
+    with pytest.raises(SettingsError, match="ADMIN_PORT"):
+        load_settings({"ADMIN_PORT": value})
+
+
+def test_admin_port_must_not_be_port(
+    web: list[ProcfileProcess], redis_url: str, standin: StandinServer
+) -> None:
+    with pytest.raises(SettingsError, match="ADMIN_PORT"):
+        load_settings({"PORT": "8000", "ADMIN_PORT": "8000"})
+    env = web_env(redis_url, standin, APP_ENV="production", SESSION_SECRET=SESSION_SECRET)
+    process = start_web(web, {**env, "ADMIN_PORT": env["PORT"]})
+
+    assert exit_of(process) != 0
+    assert "ADMIN_PORT" in process.logs()

@@ -1,6 +1,6 @@
 """`chat-backend`: one command for every process of a deployment.
 
-    chat-backend web            the API: uvicorn on $PORT, WEB_CONCURRENCY processes
+    chat-backend web            the API: WEB_CONCURRENCY uvicorn processes on $PORT (+ $ADMIN_PORT)
     chat-backend worker         the arq worker
     chat-backend dev            the whole stack on one machine: Redis, the API, the worker
     chat-backend token new NAME     a fresh app token and its APP_TOKENS entry

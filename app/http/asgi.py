@@ -15,9 +15,10 @@ from app import __version__
 from app.http.context import RequestContextMiddleware
 from app.http.dependencies import dependencies
 from app.http.errors import exception_handlers
+from app.http.listeners import listener_guard
 from app.http.routes.admin import AdminController
 from app.http.routes.chat import chat_route
-from app.http.routes.docs import docs_handlers
+from app.http.routes.docs import openapi_json, viewer_handlers
 from app.http.routes.health import health
 from app.http.routes.metrics import metrics
 from app.http.routes.models import list_models
@@ -87,7 +88,13 @@ def openapi_config(settings: Settings) -> OpenAPIConfig:
                 name="openai",
                 description="OpenAI's API, for OpenAI SDKs; errors in OpenAI's shape.",
             ),
-            Tag(name="admin", description="Operators only; present when ADMIN_TOKEN is set."),
+            Tag(
+                name="admin",
+                description=(
+                    "Operators only; present when ADMIN_TOKEN is set, and served on "
+                    "ADMIN_PORT alone when that is set."
+                ),
+            ),
         ],
     )
 
@@ -99,9 +106,11 @@ def create_litestar(settings: Settings) -> Litestar:
         list_models,
         health,
         metrics,
-        *docs_handlers,
+        openapi_json,
         *v1_handlers,
     ]
+    if settings.docs_enabled:
+        handlers.extend(viewer_handlers)
     if settings.admin_token:
         handlers.append(AdminController)
     if settings.serve_ui:
@@ -110,6 +119,7 @@ def create_litestar(settings: Settings) -> Litestar:
         route_handlers=handlers,
         dependencies=dependencies,
         lifespan=[services_lifespan(settings)],
+        guards=[listener_guard(settings.admin_port)] if settings.admin_port else None,
         exception_handlers=exception_handlers,
         cors_config=CORSConfig(
             allow_origins=list(settings.cors_origins),

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
+from html.parser import HTMLParser
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -100,6 +103,89 @@ def test_redoc_serves_redoc(client: httpx.Client) -> None:
     assert response.headers["content-type"].startswith("text/html")
     assert "redoc" in response.text.lower()
     assert "OpenRouter Chat Backend" in response.text
+
+
+class PageParts(HTMLParser):
+    """The scripts, stylesheets and inline scripts of a page, as the browser sees them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.external: list[dict[str, str | None]] = []
+        self.inline: list[str] = []
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        self.urls += [value for value in found.values() if value and "://" in value]
+        is_file = (tag == "script" and "src" in found) or (tag == "link" and "href" in found)
+        if is_file and found.get("rel") != "icon":
+            self.external.append(found)
+
+    def handle_data(self, data: str) -> None:
+        if self.lasttag == "script" and data.strip():
+            self.inline.append(data)
+
+
+def policy(response: httpx.Response) -> dict[str, list[str]]:
+    directives = (part.strip() for part in response.headers["content-security-policy"].split(";"))
+    return {name: sources.split() for name, _, sources in (d.partition(" ") for d in directives)}
+
+
+def inline_hash(script: str) -> str:
+    digest = hashlib.sha256(script.encode()).digest()
+    return f"'sha256-{base64.b64encode(digest).decode()}'"
+
+
+@pytest.mark.parametrize("path", ["/docs", "/redoc"])
+def test_docs_pages_run_only_pinned_files_and_talk_only_to_this_origin(
+    client: httpx.Client, path: str
+) -> None:
+    response = client.get(path)
+    csp = policy(response)
+    page = PageParts()
+    page.feed(response.text)
+
+    assert csp["default-src"] == ["'none'"]
+    assert csp["connect-src"] == ["'self'"]
+    assert csp["frame-ancestors"] == ["'none'"]
+    assert csp["base-uri"] == ["'none'"]
+    assert csp["form-action"] == ["'none'"]
+    assert "'unsafe-eval'" not in csp["script-src"]
+    assert "'unsafe-inline'" not in csp["script-src"]
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["referrer-policy"] == "no-referrer"
+    # Every file from elsewhere: an exact, versioned URL, with an integrity hash the browser
+    # checks, and nothing else the page names from another origin.
+    assert page.external
+    for tag in page.external:
+        url = tag.get("src") or tag.get("href") or ""
+        assert re.fullmatch(r"https://cdn\.jsdelivr\.net/npm/[a-z-]+@\d+\.\d+\.\d+/[\w./-]+", url)
+        assert (tag.get("integrity") or "").startswith("sha384-"), tag
+        assert tag.get("crossorigin") == "anonymous"
+        directive = "script-src" if url.endswith(".js") else "style-src"
+        assert url in csp[directive]
+    assert sorted(page.urls) == sorted(
+        tag.get("src") or tag.get("href") or "" for tag in page.external
+    )
+    # Scripts: those files, and the page's own inline script by its hash; no other source.
+    scripts = [tag.get("src") or "" for tag in page.external if tag.get("src")]
+    assert sorted(csp["script-src"]) == sorted(
+        [*(inline_hash(script) for script in page.inline), *scripts]
+    )
+    assert len(page.inline) == 1
+
+
+def test_docs_enabled_false_turns_the_viewers_off(start_api: Callable[..., WebProcess]) -> None:
+    web = start_api(DOCS_ENABLED="false")
+    with httpx.Client(base_url=web.url, timeout=10) as http:
+        pages = [http.get(path) for path in ("/docs", "/redoc")]
+        document = http.get("/openapi.json")
+
+    for page in pages:
+        assert page.status_code == 404
+        assert page.json()["error"]["type"] == "not_found"
+    # The document is data, not a page: clients and code generators keep it.
+    assert document.status_code == 200
 
 
 def test_document_is_openapi_3_1(document: dict[str, Any]) -> None:

@@ -1,7 +1,9 @@
 """The API's documentation: Swagger UI at /docs, ReDoc at /redoc, the document at /openapi.json.
 
 Served by our own handlers rather than Litestar's schema router, whose catch-all route would
-answer every unknown path with an HTML page instead of our JSON error body.
+answer every unknown path with an HTML page instead of our JSON error body. The two viewers'
+pages, and what they may load, are in app/http/docs_pages.py; DOCS_ENABLED=false leaves them
+out, and the document stays.
 """
 
 from __future__ import annotations
@@ -10,15 +12,12 @@ from typing import Any
 
 import msgspec
 from litestar import Litestar, MediaType, Request, Response, get
-from litestar.openapi.plugins import JsonRenderPlugin, RedocRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.routes import ASGIRoute
 
 from app import schemas
+from app.http.docs_pages import DOCUMENT_PATH, REDOC, SWAGGER_UI, DocsPage
 from app.http.turn_route import OPENAPI_OPT, TurnRouteDoc
-
-_swagger = SwaggerRenderPlugin()
-_redoc = RedocRenderPlugin()
-
 
 _BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength")
 
@@ -121,7 +120,7 @@ def _schema(request: Request[Any, Any, Any]) -> dict[str, Any]:
     return document
 
 
-@get("/openapi.json", include_in_schema=False, sync_to_thread=False)
+@get(DOCUMENT_PATH, include_in_schema=False, sync_to_thread=False)
 def openapi_json(request: Request[Any, Any, Any]) -> Response[bytes]:
     return Response(
         JsonRenderPlugin.render_json(request, _schema(request)),
@@ -129,14 +128,19 @@ def openapi_json(request: Request[Any, Any, Any]) -> Response[bytes]:
     )
 
 
+def _page(request: Request[Any, Any, Any], page: DocsPage) -> Response[bytes]:
+    title: str = _schema(request)["info"]["title"]
+    return Response(page.html(title), media_type=MediaType.HTML, headers=page.headers)
+
+
 @get("/docs", include_in_schema=False, sync_to_thread=False)
 def swagger_ui(request: Request[Any, Any, Any]) -> Response[bytes]:
-    return Response(_swagger.render(request, _schema(request)), media_type=MediaType.HTML)
+    return _page(request, SWAGGER_UI)
 
 
 @get("/redoc", include_in_schema=False, sync_to_thread=False)
 def redoc(request: Request[Any, Any, Any]) -> Response[bytes]:
-    return Response(_redoc.render(request, _schema(request)), media_type=MediaType.HTML)
+    return _page(request, REDOC)
 
 
-docs_handlers = [openapi_json, swagger_ui, redoc]
+viewer_handlers = [swagger_ui, redoc]

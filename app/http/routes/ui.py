@@ -2,8 +2,8 @@
 
 Every response of the page carries a Content-Security-Policy that lets it run only its own
 files and talk only to this origin, so text a model writes can neither run nor load anything,
-and the key typed into the page can go nowhere but this backend. The API's routes (and the
-Swagger UI at /docs, which loads from a CDN) are left as they were.
+and the key typed into the page can go nowhere but this backend. The API's routes are left as
+they were; the documentation pages have policies of their own (app/http/docs_pages.py).
 """
 
 from __future__ import annotations
@@ -14,29 +14,24 @@ from litestar import MediaType, Response, Router, get
 from litestar.datastructures import CacheControlHeader
 from litestar.static_files import create_static_files_router
 
+from app.http.page_headers import content_security_policy, page_headers
+
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
-CONTENT_SECURITY_POLICY = "; ".join(
-    (
-        "default-src 'none'",
-        "script-src 'self'",
-        "style-src 'self'",
-        "img-src 'self'",
-        "connect-src 'self'",
-        "base-uri 'none'",
-        "form-action 'none'",
-        "frame-ancestors 'none'",
-    )
+CONTENT_SECURITY_POLICY = content_security_policy(
+    {
+        "default-src": ["'none'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'none'"],
+        "frame-ancestors": ["'none'"],
+    }
 )
 
-SECURITY_HEADERS = {
-    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
-    "Cross-Origin-Opener-Policy": "same-origin",
-    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
-}
+SECURITY_HEADERS = page_headers(CONTENT_SECURITY_POLICY)
 
 # Revalidated on every load, so a deploy is picked up at once; the files are small.
 REVALIDATE = CacheControlHeader(no_cache=True)
