@@ -45,6 +45,11 @@ class SessionKeys(NamedTuple):
     turns: str  # list: ids of the latest committed turns, so a retried commit applies once
     usage: str  # hash: usage totals, written by the worker
 
+    @property
+    def deleted(self) -> str:
+        """String with a short TTL: the request id of the delete that removed the session."""
+        return self.meta.removesuffix(":meta") + ":deleted"
+
 
 def session_ref(owner: str, session_id: str) -> str:
     """A session's name in Redis: its owner and its id (the owner's hex has no `:`)."""

@@ -9,6 +9,7 @@ import msgspec
 
 from app.clock import now_ms
 from app.errors import SessionNotFound
+from app.ids import random_id
 from app.schemas import (
     AdminSessionDetail,
     AdminSessionPage,
@@ -223,8 +224,9 @@ class SessionStore:
         """Remove the owner's session of that id, every key it has and its index entries."""
         k = keys.session_keys(keys.session_ref(owner, session_id))
         deleted = await self._delete(
-            keys=[*k, keys.ALL_SESSIONS, keys.owner_sessions(owner)],
-            args=[session_id, owner],
+            keys=[*k, keys.ALL_SESSIONS, keys.owner_sessions(owner), k.deleted],
+            # One id per call: the client's retry of it is known for a replay.
+            args=[session_id, owner, random_id()],
         )
         if not deleted:
             raise SessionNotFound(session_id)

@@ -318,6 +318,23 @@ def test_a_replayed_failure_without_limits_is_recorded_once(r: Any) -> None:
     assert not r.exists(LIMIT)
 
 
+def test_a_replayed_delete_answers_as_the_delete_did(r: Any) -> None:
+    delete = r.register_script(lua_script("delete_session.lua"))
+    tag = f"chat:{{{OWNER}:s1}}"
+    r.hset(f"{tag}:meta", "owner", OWNER)
+    r.rpush(f"{tag}:messages", "{}")
+    r.zadd("chat:sessions", {f"{OWNER}:s1": 1})
+    keys = [f"{tag}:meta", f"{tag}:messages", f"{tag}:turns", f"{tag}:usage", "chat:sessions",
+            f"chat:owner:{OWNER}:sessions", f"{tag}:deleted"]  # fmt: skip
+
+    first, second = replayed(r, lambda: delete(keys=keys, args=["s1", OWNER, "request-1"]))
+
+    assert first == second == 1
+    assert not r.exists(f"{tag}:meta", f"{tag}:messages")
+    # Another request's delete of the gone session is told there is none.
+    assert delete(keys=keys, args=["s1", OWNER, "request-2"]) == 0
+
+
 def test_a_replayed_commit_saves_and_settles_once(r: Any) -> None:
     admit = r.register_script(lua_script("admit_turn.lua", after=("admission.lua",)))
     commit = r.register_script(commit_turn_script())
