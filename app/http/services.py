@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 from contextlib import asynccontextmanager
@@ -34,6 +35,8 @@ logger = logging.getLogger("app")
 CATALOGUE_CHECK_SECONDS = 5.0
 # How long a stopping process waits for the writes of requests it cut short.
 LATE_WRITES_SECONDS = 5.0
+# The least time between two reads of the catalogue for the metrics' labels.
+LABELS_REFRESH_MIN_SECONDS = 60
 
 
 class Services:
@@ -137,7 +140,17 @@ def services_lifespan(
                     "OpenRouter's model catalogue did not arrive in time at start: the models "
                     "the settings name are checked at its first refresh"
                 )
+            refresh = asyncio.ensure_future(
+                services.catalog.keep_labels_fresh(
+                    max(settings.models_cache_seconds, LABELS_REFRESH_MIN_SECONDS)
+                )
+            )
             tune_collector()
-            yield
+            try:
+                yield
+            finally:
+                refresh.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await refresh
 
     return lifespan

@@ -86,7 +86,7 @@ class _ModelCounters:
 _requests: dict[tuple[str, int], CounterTally] = {}
 _durations: dict[str, HistogramTally] = {}
 _models: dict[str, _ModelCounters] = {}
-_upstream_errors: dict[int, Counter] = {}
+_upstream_errors: dict[int | str, Counter] = {}
 
 
 def request_started() -> None:
@@ -111,6 +111,7 @@ def request_finished(template: str | None, status: int, seconds: float, request_
 
 
 def turn_saved(model: str, prompt_tokens: int, completion_tokens: int, cost: float) -> None:
+    """`model` is a label from a bounded set (`app.turns.labels`): each makes its series."""
     counters = _models.get(model)
     if counters is None:
         counters = _models[model] = _ModelCounters(model)
@@ -121,7 +122,8 @@ def turn_saved(model: str, prompt_tokens: int, completion_tokens: int, cost: flo
         counters.cost.inc(cost)
 
 
-def upstream_failed(status: int) -> None:
+def upstream_failed(status: int | str) -> None:
+    """`status` is a label from a bounded set (`app.turns.labels`): one of ours, or `other`."""
     counter = _upstream_errors.get(status)
     if counter is None:
         counter = _upstream_errors[status] = UPSTREAM_ERRORS.labels(str(status))

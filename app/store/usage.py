@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeAlias
 
 import msgspec
 from redis.exceptions import RedisError
@@ -19,14 +19,23 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("app.usage")
 
+# The label of every model the catalogue lacks and every status that is not ours: the metrics
+# count them together (app.turns.labels).
+OTHER: Literal["other"] = "other"
+StatusLabel: TypeAlias = int | Literal["other"]
+
 
 class UsageEvent(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
-    """One upstream call. `status` 200 is a committed turn; anything else a failed call."""
+    """One upstream call. `status` 200 is a committed turn; anything else a failed call.
+
+    `model` and `status` are labels (`app.turns.labels`): they name fields of the day's
+    metrics and of the session's usage, so they come from a bounded set.
+    """
 
     at: int  # ms since the epoch
     day: str  # the UTC day of `at`, YYYY-MM-DD: the metrics bucket
     model: str
-    status: int = 200
+    status: StatusLabel = 200
     session_id: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -96,7 +105,7 @@ class UsageInbox:
             )
             return None
 
-    async def failed(self, model: str, status: int, settlement: Settlement | None) -> None:
+    async def failed(self, model: str, status: StatusLabel, settlement: Settlement | None) -> None:
         """Best effort: the client must see the upstream's error, not a storage error. A hold
         that is not given back here lapses by itself."""
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import logging
 from typing import TYPE_CHECKING, Any, Literal
@@ -13,6 +15,7 @@ from app.clock import now_ms
 from app.errors import AppError
 from app.store import keys
 from app.store.client import awaited
+from app.turns.labels import ModelLabels
 from app.turns.pricing import PriceBook
 
 if TYPE_CHECKING:
@@ -84,7 +87,8 @@ class ModelCatalog:
     """`GET /models` behind a shared cache; a stale copy is better than an error.
 
     Each copy fetched from OpenRouter is checked against the model ids the settings name
-    (`named`): one the catalogue lacks would fail every turn sent to it, and is logged.
+    (`named`): one the catalogue lacks would fail every turn sent to it, and is logged. Each
+    copy this process reads gives `labels` the models the metrics name.
     """
 
     def __init__(
@@ -105,17 +109,42 @@ class ModelCatalog:
         self._openai: tuple[str, bytes] | None = None
         # Its prices (its etag, the book, ms when the copy was last checked to be current).
         self._prices: tuple[str, PriceBook, int] | None = None
+        self.labels = ModelLabels()
 
     async def check_named_models(self) -> None:
         """At start: the catalogue as OpenRouter has it now, checked (not stored: the shared
-        copy is refreshed as it always is)."""
+        copy is refreshed as it always is); without OpenRouter, the shared copy gives the
+        labels."""
         try:
-            await self._fetch()
+            body = await self._fetch()
         except AppError as exc:
             logger.warning(
                 "could not read OpenRouter's model catalogue at start",
                 extra={"fields": {"error": exc.message}},
             )
+            with contextlib.suppress(AppError):
+                await self.get()
+            return
+        self.labels.learn(_etag(body), body)
+
+    async def keep_labels_fresh(self, seconds: float) -> None:
+        """Read the shared copy every `seconds`, so the labels know the models OpenRouter adds
+        while no `GET /models` comes to this process. Runs until cancelled."""
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await self.get()
+            except AppError as exc:
+                logger.warning(
+                    "could not read the model catalogue for the metrics' labels",
+                    extra={"fields": {"error": exc.message}},
+                )
+
+    def _keep(self, models: ModelList) -> ModelList:
+        """This process's copy, whose models are the labels' too."""
+        self._local = models
+        self.labels.learn(models.etag, models.body)
+        return models
 
     async def _fetch(self) -> bytes:
         """OpenRouter's list, checked against the models the settings name."""
@@ -161,8 +190,9 @@ class ModelCatalog:
         if self._local is not None:
             return msgspec.structs.replace(self._local, source="stale")
         body = await self._fetch()
-        self._local = ModelList(body=body, etag=_etag(body), fetched_at_ms=now_ms(), source="miss")
-        return self._local
+        return self._keep(
+            ModelList(body=body, etag=_etag(body), fetched_at_ms=now_ms(), source="miss")
+        )
 
     async def _shared(self) -> ModelList:
         etag, fetched_at = await awaited(self._redis.hmget(keys.MODELS, ["etag", "fetched_at"]))
@@ -204,8 +234,7 @@ class ModelCatalog:
         except RedisError:
             # The list is in hand: serve it; the next request stores it again.
             logger.warning("could not store the model list in redis")
-        self._local = fresh
-        return fresh
+        return self._keep(fresh)
 
     async def _release_lock(self) -> None:
         try:
@@ -225,7 +254,7 @@ class ModelCatalog:
             body: bytes | None = await awaited(self._redis.hget(keys.MODELS, "body"))
             if body is None:
                 return None
-            local = self._local = ModelList(
-                body=body, etag=etag.decode(), fetched_at_ms=fetched_at_ms, source=source
+            local = self._keep(
+                ModelList(body=body, etag=etag.decode(), fetched_at_ms=fetched_at_ms, source=source)
             )
         return msgspec.structs.replace(local, fetched_at_ms=fetched_at_ms, source=source)

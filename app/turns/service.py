@@ -22,6 +22,7 @@ from app.store.limits import TurnWant
 from app.store.sessions import History, HistoryMessage, TurnCommit
 from app.store.spend import FREE, MICROS, Prices, estimated_tokens, micros
 from app.store.usage import Settlement, UsageEvent, UsageInbox, usage_event_encoder
+from app.turns.labels import status_label
 from app.turns.model_policy import ModelPolicy
 from app.turns.openai_request import NEW_SESSION, StoredSizes, incoming_turn, text_of
 from app.turns.payload import conversation, upstream_payload
@@ -134,6 +135,8 @@ class ChatService:
         self._limiter = limiter
         self._settings = settings
         self._catalog = catalog
+        # The labels the metrics count a turn under (app.turns.labels).
+        self._labels = catalog.labels
         self._policy = ModelPolicy(settings.allowed_models)
         self._sizes = StoredSizes(
             settings.max_message_chars,
@@ -412,15 +415,18 @@ class ChatService:
         *,
         estimated_for: str | None = None,
     ) -> None:
-        """A call that saved no turn: counted in the metrics, and what it spent (`usage`)
-        settled against the caller's limits, giving the rest of its hold back.
+        """A call that saved no turn: counted in the metrics (under bounded labels), and what
+        it spent (`usage`) settled against the caller's limits, giving the rest of its hold
+        back.
 
         `estimated_for`: the generation whose `usage` is an estimate (a stream cut before
         any text).
         """
-        prometheus.upstream_failed(status)
+        label = status_label(status)
+        prometheus.upstream_failed(label)
         settlement = self._settlement(caller, turn, usage)
-        await self._usage.failed(turn.model, status, settlement)
+        # Counted under the labels of the model the turn named and of the status.
+        await self._usage.failed(self._labels.model(turn.model), label, settlement)
         if estimated_for is not None:
             await self._correct_later(caller, settlement, estimated_for)
 
@@ -460,13 +466,18 @@ class ChatService:
 
         `interrupted` and `error` mark a partial answer of a stream; `status` is the failure
         the worker's metrics count it as. A partial answer without OpenRouter's usage is
-        charged an estimate (`estimate`), marked `estimated` in its usage record.
+        charged an estimate (`estimate`), marked `estimated` in its usage record. The usage is
+        counted under the label of the model that answered: OpenRouter names it, yet a name the
+        catalogue lacks is `other` too, so what an upstream answers cannot grow the metrics
+        either.
         """
         estimated = (interrupted or error is not None) and not completion.usage.total_tokens
         if estimated:
             completion = msgspec.structs.replace(
                 completion, usage=self.estimate(turn, completion.content)
             )
+        model = self._labels.model(completion.model)
+        status_counted = status_label(status)
         assistant = StoredMessage(
             role="assistant",
             # An answer that only calls tools has no text: null, as OpenAI's API has it.
@@ -484,8 +495,8 @@ class ChatService:
         usage = completion.usage
         event = UsageEvent.at_time(
             assistant.timestamp,
-            status=status,
-            model=completion.model,
+            status=status_counted,
+            model=model,
             # The session as Redis names it, for the worker to find its usage hash.
             session_id=None
             if turn.session_id is None
@@ -520,9 +531,9 @@ class ChatService:
         if estimated:
             await self._correct_later(caller, settlement, completion.generation_id)
         if status != 200:
-            prometheus.upstream_failed(status)
+            prometheus.upstream_failed(status_counted)
         prometheus.turn_saved(
-            completion.model, usage.prompt_tokens, usage.completion_tokens, usage.cost or 0.0
+            model, usage.prompt_tokens, usage.completion_tokens, usage.cost or 0.0
         )
         quota = caller.quota.quota
         if quota is not None and day is not None:

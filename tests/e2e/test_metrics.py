@@ -101,6 +101,41 @@ def test_metrics_count_over_every_process_of_a_replica(
         assert value(found, "chat_http_requests_in_flight") == 1
 
 
+def test_labels_are_catalogue_models_and_our_statuses_or_other(
+    start_api: Callable[..., WebProcess],
+    standin: StandinServer,
+    redis_client: redis.Redis,
+    api_key: str,
+) -> None:
+    unlisted = "vendor/unlisted-variant"
+    standin.control.script(api_key, {}, {"model": unlisted}, {"status": 418})
+    web = start_api()
+    with httpx.Client(base_url=web.url, timeout=10) as http:
+
+        def turn(model: str) -> int:
+            body = {"message": "hi", "model": model}
+            return http.post("/chat", json=body, headers=bearer(api_key)).status_code
+
+        assert [turn(MODEL), turn(MODEL), turn(MODEL), turn("vendor/made-up")] == [
+            200,
+            200,
+            502,
+            400,
+        ]
+        time.sleep(FLUSH_SECONDS + 0.3)
+        text = http.get("/metrics").text
+    found = samples(text)
+
+    def labels(name: str, label: str) -> dict[str, float]:
+        return {dict(pairs)[label]: n for (sample, pairs), n in found.items() if sample == name}
+
+    # OpenRouter's answer names the model: one the catalogue lacks is `other`, as is a status
+    # that is none of ours.
+    assert labels("chat_turns_total", "model") == {MODEL: 1, "other": 1}
+    assert labels("chat_upstream_errors_total", "status") == {"other": 1, "400": 1}
+    assert unlisted not in text
+
+
 def test_redis_errors_are_counted(start_api: Callable[..., WebProcess], api_key: str) -> None:
     web = start_api(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0", REDIS_TIMEOUT_SECONDS="0.2")
     with httpx.Client(base_url=web.url, timeout=10) as http:

@@ -458,6 +458,80 @@ def test_daily_metrics_per_model_with_errors_by_status(
         assert redis_client.pexpiretime(key) == end_of_day_ms + retention_days * DAY_MS
 
 
+def metric_fields(client: redis.Redis) -> set[str]:
+    """The names of every field of every `chat:metrics:<day>` hash."""
+    return {
+        field.decode()
+        for key in client.scan_iter(match="chat:metrics:*")
+        for field in client.hkeys(key)  # type: ignore[union-attr]
+    }
+
+
+def wait_calls_counted(client: redis.Redis, calls: int) -> None:
+    def counted() -> bool:
+        return sum(c.get("requests", 0) for c in metric_totals(client).values()) == calls
+
+    wait_for(counted, timeout=VISIBLE_WITHIN, what=f"{calls} calls in the day's metrics")
+
+
+def test_made_up_model_names_are_counted_under_one_label(
+    client: httpx.Client, api_key: str, redis_client: redis.Redis, start_worker: StartWorker
+) -> None:
+    start_worker()
+    made_up = [f"vendor{n}/invented-{uuid.uuid4().hex[:8]}" for n in range(40)]
+    for name in made_up:
+        response = client.post(
+            "/chat", json={"message": "hi", "model": name}, headers=bearer(api_key)
+        )
+        # OpenRouter (the stand-in, as strict) lists no such model.
+        assert response.status_code == 400, response.text
+    listed = chat(client, api_key, "a model the catalogue lists", model=OTHER_MODEL)
+    wait_calls_counted(redis_client, 41)
+
+    fields = metric_fields(redis_client)
+    # 40 names once made 280 fields (7 each, kept METRICS_RETENTION_DAYS): now one label's.
+    assert {field.rpartition("|")[0] for field in fields} == {"other", OTHER_MODEL}
+    assert len([field for field in fields if field.startswith("other|")]) <= 7
+    totals = metric_totals(redis_client)
+    assert totals["other"]["requests"] == totals["other"]["errors:400"] == 40
+    # A model the catalogue lists keeps its own label.
+    assert totals[OTHER_MODEL]["requests"] == 1
+    assert totals[OTHER_MODEL]["total_tokens"] == listed["usage"]["total_tokens"]
+
+
+def test_an_answer_or_status_beyond_the_catalogue_and_our_statuses_is_other(
+    client: httpx.Client,
+    api_key: str,
+    redis_client: redis.Redis,
+    standin: StandinServer,
+    start_worker: StartWorker,
+) -> None:
+    start_worker()
+    # An answer naming a model the catalogue lacks; statuses of ours and not.
+    standin.control.script(
+        api_key, {"model": "vendor/unlisted-variant"}, {"status": 418}, {"status": 429}
+    )
+    answered = chat(client, api_key, "who answers?", model=OTHER_MODEL)
+    teapot = client.post(
+        "/chat", json={"message": "x", "model": OTHER_MODEL}, headers=bearer(api_key)
+    )
+    limited = client.post(
+        "/chat", json={"message": "y", "model": OTHER_MODEL}, headers=bearer(api_key)
+    )
+    assert (teapot.status_code, limited.status_code) == (502, 429)
+    wait_calls_counted(redis_client, 3)
+
+    # The answer still says what answered; the metrics count it under `other`.
+    assert answered["model_used"] == "vendor/unlisted-variant"
+    totals = metric_totals(redis_client)
+    assert set(totals) == {"other", OTHER_MODEL}
+    assert totals["other"]["requests"] == 1
+    assert totals[OTHER_MODEL]["errors:other"] == totals[OTHER_MODEL]["errors:429"] == 1
+    assert "errors:418" not in totals[OTHER_MODEL]
+    session = session_usage(client, api_key, answered["session_id"])
+    assert session["models"] == {"other": 1}
+
+
 # ---- health of the worker --------------------------------------------------------------------
 
 

@@ -58,9 +58,10 @@ local function problem(event)
   if not is_amount(event.latency_ms, DAY_MS) then
     return 'latency_ms: not a duration'
   end
+  -- A status that is not ours comes labelled `other` (app.turns.labels).
   local status = given(event.status)
-  if status ~= nil and (type(status) ~= 'number' or status < 100 or status > 599
-      or status ~= math.floor(status)) then
+  if status ~= nil and status ~= 'other' and (type(status) ~= 'number' or status < 100
+      or status > 599 or status ~= math.floor(status)) then
     return 'status: not an HTTP status'
   end
   local session_id = given(event.session_id)
