@@ -118,6 +118,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, rename="upper"):
     budget_usd_per_day: Annotated[float, Meta(ge=0, le=1e6)] = 0.0
     # Model id patterns (`*`: any characters but `:`); empty: every model.
     allowed_models: tuple[str, ...] = ()
+    # How long a key OpenRouter refused (401) is refused without asking it again; 0: never.
+    refused_key_seconds: Annotated[int, Meta(ge=0, le=86_400)] = 300
 
     def __repr__(self) -> str:
         # Tracebacks and debuggers print settings; the secrets stay out of them.

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from app.ops import tally
+from app.store.auth_failures import AuthFailures
 from app.store.client import create_redis
 from app.store.limits import RateLimiter
 from app.store.sessions import SessionStore
@@ -83,7 +84,13 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 named=named_models(settings),
             )
             chat = ChatService(
-                store, upstream, UsageInbox(redis), RateLimiter(redis), settings, catalog
+                store,
+                upstream,
+                UsageInbox(redis),
+                RateLimiter(redis, refused_key_seconds=settings.refused_key_seconds),
+                AuthFailures(redis, refused_key_seconds=settings.refused_key_seconds),
+                settings,
+                catalog,
             )
             try:
                 yield Services(

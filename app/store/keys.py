@@ -96,6 +96,16 @@ def owner_holds(owner: str) -> str:
     return f"{PREFIX}:limit:{{{owner}}}:holds"
 
 
+def refused_key(owner: str) -> str:
+    """String with a TTL of REFUSED_KEY_SECONDS: OpenRouter answered 401 to the owner's own key
+    (bring-your-own-key mode), and the turns of that key are refused without asking it again.
+
+    Tagged `{<owner>}` like the owner's limit hash, so the admission script reads both in one
+    slot.
+    """
+    return f"{PREFIX}:refused:{{{owner}}}"
+
+
 def daily_metrics(day: str) -> str:
     """Hash: global metrics of one UTC day (`YYYY-MM-DD`), fields `<model>|<counter>`."""
     return f"{PREFIX}:metrics:{day}"

@@ -4,7 +4,9 @@ A turn is admitted atomically (`lua/admission.lua`), in the same script that rea
 history (`lua/open_turn.lua`), or alone for a turn that reads none (`admit_turn.lua`). The
 admission keeps the turns-per-minute limit as a token bucket (GCRA) and holds the turn's worst
 case against the day's tokens and budget; the turn's end settles it to what it spent
-(`settle.lua`, in the commit or in `pass_through.lua`).
+(`settle.lua`, in the commit or in `pass_through.lua`). In the same step it refuses a caller's
+own key that OpenRouter refused a short while ago (`app.store.auth_failures`), so that check
+costs a turn no round trip of its own.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from app.errors import RateLimited
+from redis.exceptions import RedisError
+
+from app.errors import RateLimited, UpstreamError
 from app.store import keys
 from app.store.client import LuaScript, lua_script
 from app.store.spend import FREE, MICROS, Prices
@@ -34,6 +38,9 @@ class Limits(NamedTuple):
 
 
 NO_LIMITS = Limits(0, 0, 0)
+# What refused a turn beyond its limits (the 8th field of the admission's reply): its key,
+# which OpenRouter refused a short while ago.
+KEY_REFUSED = 4
 
 
 class TurnWant(NamedTuple):
@@ -109,7 +116,12 @@ class QuotaSlot:
         self.quota: Quota | None = None
 
 
-def admission_args(limits: Limits, want: TurnWant) -> list[str]:
+def admission_keys(owner: str) -> list[str]:
+    """KEYS of the admission scripts: the owner's limit hash, its holds, its refused-key note."""
+    return [keys.owner_limit(owner), keys.owner_holds(owner), keys.refused_key(owner)]
+
+
+def admission_args(limits: Limits, want: TurnWant, *, check_refused: bool = False) -> list[str]:
     """ARGV of the admission scripts (admit_turn.lua has their order)."""
     prices = want.prices
     return [
@@ -122,6 +134,7 @@ def admission_args(limits: Limits, want: TurnWant) -> list[str]:
         repr(prices.prompt),
         repr(prices.completion),
         repr(prices.request),
+        "1" if check_refused else "0",
     ]
 
 
@@ -144,23 +157,47 @@ def _refusal(limits: Limits, reason: int, used: int, spent: int, retry_after: in
 class Admission:
     """The admission of one turn: run on its own, or by the script that reads its session."""
 
-    __slots__ = ("_limits", "_script", "_slot", "args", "keys")
+    __slots__ = ("_limits", "_refused_seconds", "_script", "_slot", "args", "keys")
 
     def __init__(
-        self, script: LuaScript, owner: str, limits: Limits, slot: QuotaSlot, want: TurnWant
+        self,
+        script: LuaScript,
+        owner: str,
+        limits: Limits,
+        slot: QuotaSlot,
+        want: TurnWant,
+        *,
+        refused_seconds: int,
     ) -> None:
         self._script = script
-        self.keys = [keys.owner_limit(owner), keys.owner_holds(owner)]
-        self.args = admission_args(limits, want)
+        self.keys = admission_keys(owner)
+        self.args = admission_args(limits, want, check_refused=bool(refused_seconds))
         self._limits = limits
         self._slot = slot
+        self._refused_seconds = refused_seconds
 
     async def run(self) -> None:
-        await self.settle(await self._script(keys=self.keys, args=self.args))
+        try:
+            reply = await self._script(keys=self.keys, args=self.args)
+        except RedisError:
+            if self._limits.active:
+                raise  # a limit that lets turns through while Redis is away is no limit
+            # Only a refused key was to be checked: OpenRouter checks the key itself.
+            return
+        await self.settle(reply)
 
     async def settle(self, reply: Any) -> None:
-        """Record the quota of the script's answer; raise `RateLimited` if it refused the turn."""
+        """Record the quota of the script's answer; raise `RateLimited` if it refused the turn
+        for its limits, OpenRouter's 401 again if for its key."""
         admitted, turns_left, reset_ms, retry_ms, used, day_left_ms, spent, reason = map(int, reply)
+        if reason == KEY_REFUSED:
+            raise UpstreamError(
+                401,
+                "upstream_unauthorized",
+                f"OpenRouter refused this key within the last {self._refused_seconds} s; it "
+                "is not sent to OpenRouter again before then",
+                upstream_status=401,
+            )
         self._slot.quota = Quota(
             self._limits,
             turns_left=turns_left,
@@ -178,12 +215,18 @@ class Admission:
 
 
 class RateLimiter:
-    """Admissions for the owners whose limits are set."""
+    """Admissions for the owners whose limits are set, and for callers' own keys while
+    refused keys are remembered (`refused_key_seconds`)."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, *, refused_key_seconds: int) -> None:
         self._script = LuaScript(redis, lua_script("admit_turn.lua", after=("admission.lua",)))
+        self._refused_seconds = refused_key_seconds
 
     def admission(
-        self, owner: str, limits: Limits, slot: QuotaSlot, want: TurnWant
+        self, owner: str, limits: Limits, slot: QuotaSlot, want: TurnWant, *, own_key: bool
     ) -> Admission | None:
-        return Admission(self._script, owner, limits, slot, want) if limits.active else None
+        """None when nothing is to be checked: no limits, and no caller's own key to check."""
+        refused_seconds = self._refused_seconds if own_key else 0
+        if not limits.active and not refused_seconds:
+            return None
+        return Admission(self._script, owner, limits, slot, want, refused_seconds=refused_seconds)

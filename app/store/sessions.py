@@ -24,7 +24,7 @@ from app.schemas import (
 )
 from app.store import keys
 from app.store.client import LuaScript, lua_script
-from app.store.limits import NO_LIMITS, TurnWant, admission_args
+from app.store.limits import NO_LIMITS, TurnWant, admission_args, admission_keys
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -135,18 +135,15 @@ class SessionStore:
     ) -> History:
         """The stored system prompt and messages, in one round trip (`lua/open_turn.lua`).
 
-        With an `admission`, the turn's rate-limit check runs first in the same script, and a
-        refused turn raises before anything else. An unknown session is empty history (the
-        turn will create it).
+        With an `admission`, the turn's checks (limits, a refused key) run first in the same
+        script, and a refused turn raises before anything else. An unknown session is empty
+        history (the turn will create it).
         """
         k = keys.session_keys(keys.session_ref(owner, session_id))
         limit, args = (
             (admission.keys, admission.args)
             if admission is not None
-            else (
-                [keys.owner_limit(owner), keys.owner_holds(owner)],
-                admission_args(NO_LIMITS, _NO_WANT),
-            )
+            else (admission_keys(owner), admission_args(NO_LIMITS, _NO_WANT))
         )
         reply: list[Any] = await self._open(keys=[*limit, k.meta, k.messages], args=args)
         if admission is not None:

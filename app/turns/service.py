@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 
     from app.schemas import CompletionRequest
     from app.settings import Settings
-    from app.store.limits import RateLimiter
+    from app.store.auth_failures import AuthFailures
+    from app.store.limits import Admission, RateLimiter
     from app.store.sessions import SessionStore
     from app.turns.callers import Caller
     from app.turns.catalog import ModelCatalog
@@ -126,6 +127,7 @@ class ChatService:
         upstream: OpenRouterClient,
         usage: UsageInbox,
         limiter: RateLimiter,
+        auth_failures: AuthFailures,
         settings: Settings,
         catalog: ModelCatalog,
     ) -> None:
@@ -133,6 +135,7 @@ class ChatService:
         self._upstream = upstream
         self._usage = usage
         self._limiter = limiter
+        self._auth_failures = auth_failures
         self._settings = settings
         self._catalog = catalog
         # The labels the metrics count a turn under (app.turns.labels).
@@ -203,12 +206,17 @@ class ChatService:
             # A fresh random id has no history: Redis is asked only for the admission.
             await self._admit(caller, want)
             return new_session_id(), EMPTY_HISTORY
-        admission = self._limiter.admission(caller.owner, caller.limits, caller.quota, want)
+        admission = self._admission(caller, want)
         return session_id, await self._store.load_history(session_id, caller.owner, admission)
+
+    def _admission(self, caller: Caller, want: TurnWant) -> Admission | None:
+        return self._limiter.admission(
+            caller.owner, caller.limits, caller.quota, want, own_key=not caller.uses_server_key
+        )
 
     async def _admit(self, caller: Caller, want: TurnWant) -> None:
         """The admission of a turn that reads no session."""
-        admission = self._limiter.admission(caller.owner, caller.limits, caller.quota, want)
+        admission = self._admission(caller, want)
         if admission is not None:
             await admission.run()
 
@@ -349,7 +357,7 @@ class ChatService:
                 caller.key.value, turn.payload, requested_model=turn.model
             )
         except UpstreamError as exc:
-            await self.record_failure(caller, turn, exc.upstream_status or exc.status)
+            await self._upstream_failed(caller, turn, exc)
             raise _for_caller(caller, exc) from None
         except BaseException:
             # Cancelled (the client left) or broken: the hold goes back now, not when it lapses.
@@ -370,13 +378,22 @@ class ChatService:
         try:
             upstream = await self._upstream.open_stream(caller.key.value, turn.payload)
         except UpstreamError as exc:
-            await self.record_failure(caller, turn, exc.upstream_status or exc.status)
+            await self._upstream_failed(caller, turn, exc)
             raise _for_caller(caller, exc) from None
         except BaseException:
             self.write_later(self.record_failure(caller, turn, CLIENT_CLOSED))
             raise
         prometheus.UPSTREAM_STREAM_OPEN.observe(time.perf_counter() - upstream.started)
         return upstream
+
+    async def _upstream_failed(
+        self, caller: Caller, turn: PreparedTurn, error: UpstreamError
+    ) -> None:
+        """A call that failed before its answer began; a 401 to a caller's own key is
+        remembered, so the key's next turns are refused without asking OpenRouter."""
+        if error.status == 401 and not caller.uses_server_key:
+            await self._auth_failures.key_refused(caller.owner)
+        await self.record_failure(caller, turn, error.upstream_status or error.status)
 
     @staticmethod
     def _settlement(caller: Caller, turn: PreparedTurn, usage: Usage) -> Settlement:

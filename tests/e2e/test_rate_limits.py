@@ -343,9 +343,10 @@ def test_the_admission_script_allows_exactly_a_burst_of_the_limit(
     """Any rate, even one whose interval is not a whole number of ms (60000 / 7)."""
     admit = redis_client.register_script(lua_script("admit_turn.lua", after=("admission.lua",)))
     key = "chat:limit:{burst-test}"
+    script_keys = [key, f"{key}:holds", "chat:refused:{burst-test}"]
 
     replies = [
-        admit(keys=[key, f"{key}:holds"], args=[per_minute, 0, 0, f"turn-{n}", 0, 0, 0, 0, 0])
+        admit(keys=script_keys, args=[per_minute, 0, 0, f"turn-{n}", 0, 0, 0, 0, 0, 0])
         for n in range(per_minute + 1)
     ]
 

@@ -14,7 +14,9 @@ import httpx
 import pytest
 
 from app.store.client import lua_script
+from app.store.limits import Limits, TurnWant, admission_args, admission_keys
 from app.store.sessions import commit_turn_script
+from app.store.spend import Prices
 from app.turns.callers import owner_id
 from tests.conftest import SESSION_SECRET, base_env, bearer
 from tests.e2e.test_chat import limit_key
@@ -254,8 +256,13 @@ def snapshot(r: Any) -> dict[str, Any]:
     return out
 
 
+# The admission's keys of OWNER, and arguments that check nothing but its limits.
+ADMISSION_KEYS = admission_keys(OWNER)
+
+
 def admit_args(turn_id: str) -> list[Any]:
-    return [60, 5000, 1_000_000, turn_id, 300, 1000, 3.0, 15.0, 0.0]
+    want = TurnWant(turn_id, 300, 1000, Prices(3.0, 15.0, 0.0))
+    return admission_args(Limits(60, 5000, 1_000_000), want)
 
 
 def replayed(r: Any, call: Callable[[], Any]) -> tuple[Any, Any]:
@@ -276,7 +283,7 @@ def r(redis_client: redis.Redis) -> Any:
 def test_a_replayed_admission_holds_once(r: Any) -> None:
     admit = r.register_script(lua_script("admit_turn.lua", after=("admission.lua",)))
 
-    first, second = replayed(r, lambda: admit(keys=[LIMIT, HOLDS], args=admit_args("t1")))
+    first, second = replayed(r, lambda: admit(keys=ADMISSION_KEYS, args=admit_args("t1")))
 
     assert first[0] == second[0] == 1
     assert int(r.hget(LIMIT, "held_tokens")) == math.ceil(300 / 3) + 1000
@@ -284,7 +291,7 @@ def test_a_replayed_admission_holds_once(r: Any) -> None:
 
 def test_a_replayed_session_read_admits_once(r: Any) -> None:
     open_turn = r.register_script(lua_script("open_turn.lua", after=("admission.lua",)))
-    keys = [LIMIT, HOLDS, "chat:{s1}:meta", "chat:{s1}:messages"]
+    keys = [*ADMISSION_KEYS, "chat:{s1}:meta", "chat:{s1}:messages"]
 
     replayed(r, lambda: open_turn(keys=keys, args=[*admit_args("t1"), OWNER]))
 
@@ -294,7 +301,7 @@ def test_a_replayed_session_read_admits_once(r: Any) -> None:
 def test_a_replayed_settle_counts_once(r: Any) -> None:
     admit = r.register_script(lua_script("admit_turn.lua", after=("admission.lua",)))
     settle = r.register_script(lua_script("pass_through.lua", after=("settle.lua",)))
-    admit(keys=[LIMIT, HOLDS], args=admit_args("t1"))
+    admit(keys=ADMISSION_KEYS, args=admit_args("t1"))
     record = json.dumps({"model": MODEL, "status": 200})
 
     first, second = replayed(
@@ -338,7 +345,7 @@ def test_a_replayed_delete_answers_as_the_delete_did(r: Any) -> None:
 def test_a_replayed_commit_saves_and_settles_once(r: Any) -> None:
     admit = r.register_script(lua_script("admit_turn.lua", after=("admission.lua",)))
     commit = r.register_script(commit_turn_script())
-    admit(keys=[LIMIT, HOLDS], args=admit_args("t1"))
+    admit(keys=ADMISSION_KEYS, args=admit_args("t1"))
     keys = [
         "chat:{s1}:meta",
         "chat:{s1}:messages",

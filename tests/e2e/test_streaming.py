@@ -449,10 +449,13 @@ def test_upstream_refusal_before_the_stream_is_plain_json(
     step: dict[str, Any],
     status: int,
 ) -> None:
-    standin.control.script(api_key, step, step)
+    # Two keys: a 401 is remembered, and the key's next turn is refused without OpenRouter.
+    plain_key = "sk-or-v1-" + secrets.token_hex(32)
+    standin.control.script(api_key, step)
+    standin.control.script(plain_key, step)
     session_id = new_session_id()
     streamed = stream_chat(client, api_key, "hi", model=MODEL, session_id=session_id)
-    plain = post_chat(client, api_key, "hi", model=MODEL)
+    plain = post_chat(client, plain_key, "hi", model=MODEL)
 
     response = streamed.response
     assert response.status_code == status

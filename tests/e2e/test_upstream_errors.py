@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
+from app.turns.callers import owner_id
+from tests.conftest import SESSION_SECRET
 from tests.e2e.test_chat import chat_ok, limit_key, post_chat, redis_snapshot, session_messages
 from tests.e2e.test_validation import assert_error
 from tests.support.redis_server import free_port
@@ -24,7 +26,8 @@ if TYPE_CHECKING:
     from tests.standin import StandinServer
     from tests.support.processes import WebProcess
 
-# Failed calls are reported to the worker's usage inbox: the only write they may make.
+# Failed calls are reported to the worker's usage inbox: the only write they may make, with
+# the note that OpenRouter refused the key, after a 401.
 USAGE_INBOX = "chat:usage:inbox"
 # UPSTREAM_RETRIES defaults to 2: three attempts in all.
 ATTEMPTS = 3
@@ -42,8 +45,12 @@ class Session:
 
 
 def limit_keys(key: str) -> frozenset[str]:
-    """What a failed turn writes: its usage record, its admission and settle."""
-    return frozenset({USAGE_INBOX, limit_key(key), f"{limit_key(key)}:holds"})
+    """What a failed turn writes: its usage record, its admission and settle, and the note
+    that OpenRouter refused the key, after a 401."""
+    owner = owner_id(key, SESSION_SECRET.encode())
+    return frozenset(
+        {USAGE_INBOX, limit_key(key), f"{limit_key(key)}:holds", f"chat:refused:{{{owner}}}"}
+    )
 
 
 def one_turn_session(http: httpx.Client, redis_client: redis.Redis, api_key: str) -> Session:

@@ -97,7 +97,7 @@ OPERATION = Operation(
         **responses.turn_responses(
             {
                 400: responses.INVALID_TEXT,
-                401: responses.UNAUTHORIZED_TEXT,
+                401: responses.TURN_UNAUTHORIZED_TEXT,
                 402: "OpenRouter: the key's credits do not cover the request.",
                 404: "No such session for this key, or OpenRouter knows no such model.",
                 413: "The body is larger than `MAX_BODY_BYTES`.",

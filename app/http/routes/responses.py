@@ -30,6 +30,11 @@ INVALID_TEXT = "The request is invalid; `error.field` names the field at fault."
 UNAUTHORIZED_TEXT = (
     "No key, a malformed `Authorization` header, or (server-key mode) an unknown app token."
 )
+TURN_UNAUTHORIZED_TEXT = (
+    "No key, a malformed `Authorization` header, (server-key mode) an unknown app token, or "
+    "OpenRouter refused the key (`upstream_unauthorized`), now or within the last "
+    "`REFUSED_KEY_SECONDS`."
+)
 RATE_LIMITED_TEXT = (
     "Your own limit is used up (`rate_limited`: `RATE_LIMIT_PER_MINUTE` or "
     "`TOKEN_LIMIT_PER_DAY`), or OpenRouter rate-limited the call (`rate_limited` with "

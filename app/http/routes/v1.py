@@ -103,7 +103,8 @@ COMPLETIONS_OPERATION = Operation(
         **responses.turn_responses(
             {
                 400: "Invalid body, parameter or `X-Session-Id`; `error.param` names it.",
-                401: "No key, or OpenRouter refused it.",
+                401: "No key, or OpenRouter refused it (now, or within the last "
+                "`REFUSED_KEY_SECONDS`).",
                 404: "No such session for this key, or no such model.",
                 413: "The body is larger than `MAX_BODY_BYTES`.",
                 429: "OpenRouter rate-limited the call, or your own limit is used up; "

@@ -112,3 +112,24 @@ local function turn_hold(prompt_bytes, max_tokens, prices)
   local prompt = math.ceil(prompt_bytes / PROMPT_BYTES_PER_TOKEN)
   return prompt + max_tokens, math.ceil(prompt * prices[1] + max_tokens * prices[2] + prices[3])
 end
+
+-- What refused a turn beyond its limits (the 8th field of admit's reply): its key, which
+-- OpenRouter refused a short while ago.
+local KEY_REFUSED = 4
+-- The reply of an admission with no limit to count: admitted, nothing used or held.
+local UNCOUNTED = {1, 0, 0, 0, 0, 0, 0, 0}
+
+-- Whether any of admit()'s limits is set.
+local function limited(limits)
+  return limits[1] > 0 or limits[2] > 0 or limits[3] > 0
+end
+
+-- The checks of who calls, ahead of admit(): with check_refused, a key OpenRouter refused a
+-- short while ago (refused: chat:refused:{<owner>}, noted by the API) is refused again here,
+-- before its turn reaches OpenRouter. Returns a refusal in admit()'s shape, or nil.
+local function guard(refused, check_refused)
+  if check_refused and redis.call('EXISTS', refused) == 1 then
+    return {0, 0, 0, 0, 0, 0, 0, KEY_REFUSED}
+  end
+  return nil
+end

@@ -1,14 +1,20 @@
 -- The first round trip of a turn that continues a session: read what its upstream call needs,
 -- then admit the turn (admission.lua), its hold counting the stored history.
--- KEYS: the owner's limit hash, its holds, the session's meta hash, its messages list
--- ARGV: as admit_turn.lua's (all three limits 0: no limit, nothing is checked)
+-- KEYS: the owner's limit hash, its holds, its refused-key note, the session's meta hash, its
+--       messages list
+-- ARGV: as admit_turn.lua's (all three limits 0 and no note to check: nothing is checked)
 -- Returns {admission or false, system prompt or nil, messages}; a refused turn returns
 -- {admission} alone.
-local system_prompt = redis.call('HGET', KEYS[3], 'system_prompt')
-local messages = redis.call('LRANGE', KEYS[4], 0, -1)
+local check_refused = ARGV[10] == '1'
+local refusal = guard(KEYS[3], check_refused)
+if refusal then
+  return {refusal}
+end
+local system_prompt = redis.call('HGET', KEYS[4], 'system_prompt')
+local messages = redis.call('LRANGE', KEYS[5], 0, -1)
 local limits = {tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])}
 local admission = false
-if limits[1] > 0 or limits[2] > 0 or limits[3] > 0 then
+if limited(limits) then
   local bytes = tonumber(ARGV[5]) + #(system_prompt or '')
   for _, message in ipairs(messages) do
     bytes = bytes + #message
@@ -19,5 +25,7 @@ if limits[1] > 0 or limits[2] > 0 or limits[3] > 0 then
   if admission[1] == 0 then
     return {admission}
   end
+elseif check_refused then
+  admission = UNCOUNTED
 end
 return {admission, system_prompt, messages}
