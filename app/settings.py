@@ -120,6 +120,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, rename="upper"):
     allowed_models: tuple[str, ...] = ()
     # How long a key OpenRouter refused (401) is refused without asking it again; 0: never.
     refused_key_seconds: Annotated[int, Meta(ge=0, le=86_400)] = 300
+    # Failed authentications per client address in a minute, before it is refused; 0: no limit.
+    auth_failures_per_minute: Annotated[int, Meta(ge=0)] = 20
 
     def __repr__(self) -> str:
         # Tracebacks and debuggers print settings; the secrets stay out of them.

@@ -60,6 +60,10 @@ def base_env(redis_url: str, standin: StandinServer) -> dict[str, str]:
         "LOG_FORMAT": "json",
         "LOG_LEVEL": "INFO",
         "UPSTREAM_TIMEOUT_SECONDS": "5",
+        # Every test sends from 127.0.0.1, and many fail to authenticate on purpose: under one
+        # address they would add up. The limit is tested where it is the subject
+        # (tests/e2e/test_auth_failures.py).
+        "AUTH_FAILURES_PER_MINUTE": "0",
     }
 
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from app.ops import tally
 from app.store.auth_failures import AuthFailures
 from app.store.client import create_redis
-from app.store.limits import RateLimiter
+from app.store.limits import Guard, RateLimiter
 from app.store.sessions import SessionStore
 from app.store.usage import UsageInbox
 from app.turns.callers import Authenticator
@@ -43,7 +43,7 @@ LABELS_REFRESH_MIN_SECONDS = 60
 class Services:
     """What a handler may ask for. A plain class: Litestar passes it through untouched."""
 
-    __slots__ = ("auth", "catalog", "chat", "redis", "settings", "store")
+    __slots__ = ("auth", "auth_failures", "catalog", "chat", "redis", "settings", "store")
 
     def __init__(
         self,
@@ -53,6 +53,7 @@ class Services:
         store: SessionStore,
         chat: ChatService,
         catalog: ModelCatalog,
+        auth_failures: AuthFailures,
     ) -> None:
         self.settings = settings
         self.redis = redis
@@ -60,6 +61,7 @@ class Services:
         self.chat = chat
         self.catalog = catalog
         self.auth = Authenticator(settings)
+        self.auth_failures = auth_failures
 
 
 @asynccontextmanager
@@ -83,12 +85,18 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 fresh_seconds=settings.models_cache_seconds,
                 named=named_models(settings),
             )
+            auth_failures = AuthFailures(
+                redis,
+                refused_key_seconds=settings.refused_key_seconds,
+                per_minute=settings.auth_failures_per_minute,
+            )
+            guard = Guard(settings.refused_key_seconds, settings.auth_failures_per_minute)
             chat = ChatService(
                 store,
                 upstream,
                 UsageInbox(redis),
-                RateLimiter(redis, refused_key_seconds=settings.refused_key_seconds),
-                AuthFailures(redis, refused_key_seconds=settings.refused_key_seconds),
+                RateLimiter(redis, guard),
+                auth_failures,
                 settings,
                 catalog,
             )
@@ -99,6 +107,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                     store=store,
                     chat=chat,
                     catalog=catalog,
+                    auth_failures=auth_failures,
                 )
             finally:
                 await chat.drain(LATE_WRITES_SECONDS)

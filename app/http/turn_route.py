@@ -213,7 +213,7 @@ def turn_route(
             raise MethodNotAllowed(method, path, _ALLOWED)
         services = cast("Services", scope["litestar_app"].state.services)
         log = request_log(scope)
-        log.caller = caller = authenticate(services, _authorizations(scope))
+        log.caller = caller = await authenticate(services, _authorizations(scope), scope["client"])
         body = await read_body(scope, receive, services.settings.max_body_bytes)
         turn = await handler(TurnRequest(scope, services, caller, body, log))
         if isinstance(turn, JSONAnswer):

@@ -106,6 +106,13 @@ def refused_key(owner: str) -> str:
     return f"{PREFIX}:refused:{{{owner}}}"
 
 
+def auth_failures(address: str) -> str:
+    """String with a TTL of a minute from its first count: the failed authentications of one
+    client address (`app.turns.callers.client_address`: an IPv4 address, an IPv6 /64, or
+    `unknown`, never other text)."""
+    return f"{PREFIX}:authfail:{{{address}}}"
+
+
 def daily_metrics(day: str) -> str:
     """Hash: global metrics of one UTC day (`YYYY-MM-DD`), fields `<model>|<counter>`."""
     return f"{PREFIX}:metrics:{day}"

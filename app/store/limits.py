@@ -4,9 +4,10 @@ A turn is admitted atomically (`lua/admission.lua`), in the same script that rea
 history (`lua/open_turn.lua`), or alone for a turn that reads none (`admit_turn.lua`). The
 admission keeps the turns-per-minute limit as a token bucket (GCRA) and holds the turn's worst
 case against the day's tokens and budget; the turn's end settles it to what it spent
-(`settle.lua`, in the commit or in `pass_through.lua`). In the same step it refuses a caller's
-own key that OpenRouter refused a short while ago (`app.store.auth_failures`), so that check
-costs a turn no round trip of its own.
+(`settle.lua`, in the commit or in `pass_through.lua`). In the same step, for a caller's own
+key, it refuses a key that OpenRouter refused a short while ago and a client address that
+failed to authenticate too often (`app.store.auth_failures`), so those checks cost a turn no
+round trip of their own.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from redis.exceptions import RedisError
 
 from app.errors import RateLimited, UpstreamError
 from app.store import keys
+from app.store.auth_failures import too_many_failures
 from app.store.client import LuaScript, lua_script
 from app.store.spend import FREE, MICROS, Prices
 
@@ -39,8 +41,25 @@ class Limits(NamedTuple):
 
 NO_LIMITS = Limits(0, 0, 0)
 # What refused a turn beyond its limits (the 8th field of the admission's reply): its key,
-# which OpenRouter refused a short while ago.
-KEY_REFUSED = 4
+# which OpenRouter refused a short while ago, or its address, which failed too often.
+KEY_REFUSED, ADDRESS_REFUSED = 4, 5
+# The scripts an admission rides in are written after these (Redis scripts share no code).
+ADMISSION_LUA = ("auth_failures.lua", "admission.lua")
+
+
+class Guard(NamedTuple):
+    """The checks of who calls, before a turn with a caller's own key goes upstream: 0 skips
+    one. Turns with the server's key have none: an app token is checked here, not upstream."""
+
+    refused_key_seconds: int  # a key OpenRouter refused is refused again for this long
+    failures_per_minute: int  # failed authentications an address may have in its minute
+
+    @property
+    def active(self) -> bool:
+        return bool(self.refused_key_seconds or self.failures_per_minute)
+
+
+NO_GUARD = Guard(0, 0)
 
 
 class TurnWant(NamedTuple):
@@ -116,12 +135,18 @@ class QuotaSlot:
         self.quota: Quota | None = None
 
 
-def admission_keys(owner: str) -> list[str]:
-    """KEYS of the admission scripts: the owner's limit hash, its holds, its refused-key note."""
-    return [keys.owner_limit(owner), keys.owner_holds(owner), keys.refused_key(owner)]
+def admission_keys(owner: str, address: str) -> list[str]:
+    """KEYS of the admission scripts: the owner's limit hash, its holds and its refused-key
+    note, the client address's failed authentications."""
+    return [
+        keys.owner_limit(owner),
+        keys.owner_holds(owner),
+        keys.refused_key(owner),
+        keys.auth_failures(address),
+    ]
 
 
-def admission_args(limits: Limits, want: TurnWant, *, check_refused: bool = False) -> list[str]:
+def admission_args(limits: Limits, want: TurnWant, guard: Guard = NO_GUARD) -> list[str]:
     """ARGV of the admission scripts (admit_turn.lua has their order)."""
     prices = want.prices
     return [
@@ -134,8 +159,17 @@ def admission_args(limits: Limits, want: TurnWant, *, check_refused: bool = Fals
         repr(prices.prompt),
         repr(prices.completion),
         repr(prices.request),
-        "1" if check_refused else "0",
+        "1" if guard.refused_key_seconds else "0",
+        str(guard.failures_per_minute),
     ]
+
+
+_NO_WANT = TurnWant("", 0, 0)
+
+
+def unchecked(owner: str) -> tuple[list[str], list[str]]:
+    """KEYS and ARGV of an admission script that checks nothing (nor reads its keys)."""
+    return admission_keys(owner, "none"), admission_args(NO_LIMITS, _NO_WANT)
 
 
 def _refusal(limits: Limits, reason: int, used: int, spent: int, retry_after: int) -> str:
@@ -157,24 +191,24 @@ def _refusal(limits: Limits, reason: int, used: int, spent: int, retry_after: in
 class Admission:
     """The admission of one turn: run on its own, or by the script that reads its session."""
 
-    __slots__ = ("_limits", "_refused_seconds", "_script", "_slot", "args", "keys")
+    __slots__ = ("_guard", "_limits", "_script", "_slot", "args", "keys")
 
     def __init__(
         self,
         script: LuaScript,
         owner: str,
+        address: str,
         limits: Limits,
         slot: QuotaSlot,
         want: TurnWant,
-        *,
-        refused_seconds: int,
+        guard: Guard,
     ) -> None:
         self._script = script
-        self.keys = admission_keys(owner)
-        self.args = admission_args(limits, want, check_refused=bool(refused_seconds))
+        self.keys = admission_keys(owner, address)
+        self.args = admission_args(limits, want, guard)
         self._limits = limits
         self._slot = slot
-        self._refused_seconds = refused_seconds
+        self._guard = guard
 
     async def run(self) -> None:
         try:
@@ -182,20 +216,22 @@ class Admission:
         except RedisError:
             if self._limits.active:
                 raise  # a limit that lets turns through while Redis is away is no limit
-            # Only a refused key was to be checked: OpenRouter checks the key itself.
+            # Only who calls was to be checked, and OpenRouter checks the key itself.
             return
         await self.settle(reply)
 
     async def settle(self, reply: Any) -> None:
         """Record the quota of the script's answer; raise `RateLimited` if it refused the turn
-        for its limits, OpenRouter's 401 again if for its key."""
+        for its limits or its address, OpenRouter's 401 again if for its key."""
         admitted, turns_left, reset_ms, retry_ms, used, day_left_ms, spent, reason = map(int, reply)
+        if reason == ADDRESS_REFUSED:
+            raise too_many_failures(retry_ms)
         if reason == KEY_REFUSED:
             raise UpstreamError(
                 401,
                 "upstream_unauthorized",
-                f"OpenRouter refused this key within the last {self._refused_seconds} s; it "
-                "is not sent to OpenRouter again before then",
+                f"OpenRouter refused this key within the last {self._guard.refused_key_seconds}"
+                " s; it is not sent to OpenRouter again before then",
                 upstream_status=401,
             )
         self._slot.quota = Quota(
@@ -215,18 +251,25 @@ class Admission:
 
 
 class RateLimiter:
-    """Admissions for the owners whose limits are set, and for callers' own keys while
-    refused keys are remembered (`refused_key_seconds`)."""
+    """Admissions for the owners whose limits are set, and for callers' own keys while their
+    `guard` checks anything."""
 
-    def __init__(self, redis: Redis, *, refused_key_seconds: int) -> None:
-        self._script = LuaScript(redis, lua_script("admit_turn.lua", after=("admission.lua",)))
-        self._refused_seconds = refused_key_seconds
+    def __init__(self, redis: Redis, guard: Guard) -> None:
+        self._script = LuaScript(redis, lua_script("admit_turn.lua", after=ADMISSION_LUA))
+        self._guard = guard
 
     def admission(
-        self, owner: str, limits: Limits, slot: QuotaSlot, want: TurnWant, *, own_key: bool
+        self,
+        owner: str,
+        address: str,
+        limits: Limits,
+        slot: QuotaSlot,
+        want: TurnWant,
+        *,
+        own_key: bool,
     ) -> Admission | None:
-        """None when nothing is to be checked: no limits, and no caller's own key to check."""
-        refused_seconds = self._refused_seconds if own_key else 0
-        if not limits.active and not refused_seconds:
+        """None when nothing is to be checked: no limits, and no caller's own key to guard."""
+        guard = self._guard if own_key else NO_GUARD
+        if not limits.active and not guard.active:
             return None
-        return Admission(self._script, owner, limits, slot, want, refused_seconds=refused_seconds)
+        return Admission(self._script, owner, address, limits, slot, want, guard)

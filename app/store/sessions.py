@@ -24,7 +24,7 @@ from app.schemas import (
 )
 from app.store import keys
 from app.store.client import LuaScript, lua_script
-from app.store.limits import NO_LIMITS, TurnWant, admission_args, admission_keys
+from app.store.limits import ADMISSION_LUA, unchecked
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -78,7 +78,6 @@ _message_encoder = msgspec.json.Encoder()
 _history_decoder = msgspec.json.Decoder(HistoryMessage)
 _message_decoder = msgspec.json.Decoder(StoredMessage)
 
-_NO_WANT = TurnWant("", 0, 0)
 _SUMMARY_FIELDS = ("owner", "title", "model", "message_count", "created", "updated")
 _USAGE_INT_FIELDS = ("turns", "prompt_tokens", "completion_tokens", "total_tokens")
 
@@ -126,7 +125,7 @@ class SessionStore:
         self._redis = redis
         self._ttl_ms = ttl_ms
         self._history_cap = history_cap
-        self._open = LuaScript(redis, lua_script("open_turn.lua", after=("admission.lua",)))
+        self._open = LuaScript(redis, lua_script("open_turn.lua", after=ADMISSION_LUA))
         self._commit = LuaScript(redis, commit_turn_script())
         self._delete = LuaScript(redis, lua_script("delete_session.lua"))
 
@@ -135,15 +134,13 @@ class SessionStore:
     ) -> History:
         """The stored system prompt and messages, in one round trip (`lua/open_turn.lua`).
 
-        With an `admission`, the turn's checks (limits, a refused key) run first in the same
+        With an `admission`, the turn's checks (limits, who calls) run first in the same
         script, and a refused turn raises before anything else. An unknown session is empty
         history (the turn will create it).
         """
         k = keys.session_keys(keys.session_ref(owner, session_id))
         limit, args = (
-            (admission.keys, admission.args)
-            if admission is not None
-            else (admission_keys(owner), admission_args(NO_LIMITS, _NO_WANT))
+            (admission.keys, admission.args) if admission is not None else unchecked(owner)
         )
         reply: list[Any] = await self._open(keys=[*limit, k.meta, k.messages], args=args)
         if admission is not None:

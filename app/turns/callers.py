@@ -8,8 +8,10 @@ caller's sessions is the HMAC of the bearer token, and the token itself is kept 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
+import ipaddress
 from typing import TYPE_CHECKING
 
 from app.errors import Unauthorized
@@ -22,6 +24,10 @@ if TYPE_CHECKING:
 
 # OpenRouter keys are `sk-or-v1-` and 64 hex digits; leave room for other formats, not for abuse.
 MAX_KEY_LENGTH = 256
+# What failed authentications of a request whose client is not an IP address count under.
+UNKNOWN_ADDRESS = "unknown"
+# One subscriber's usual IPv6 allocation: its addresses are one client's, by the million.
+IPV6_CLIENT_PREFIX = 64
 
 
 class ApiKey:
@@ -38,15 +44,41 @@ class ApiKey:
     __str__ = __repr__
 
 
+@functools.lru_cache(maxsize=4096)
+def client_address(host: str | None) -> str:
+    """The address a client's failed authentications count under: its IPv4 address (an IPv6
+    one that maps it included), its IPv6 /64, or `unknown`. The request's client is what the
+    server saw, or what a trusted proxy said (FORWARDED_ALLOW_IPS): text that must not become
+    a key of its own."""
+    try:
+        address = ipaddress.ip_address(host or "")
+    except ValueError:
+        return UNKNOWN_ADDRESS
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, IPV6_CLIENT_PREFIX), strict=False))
+    return str(address)
+
+
 class Caller:
     """One request's caller. `quota` is filled when a turn is admitted (for the headers)."""
 
-    __slots__ = ("key", "limits", "name", "owner", "quota")
+    __slots__ = ("address", "key", "limits", "name", "owner", "quota")
 
-    def __init__(self, *, key: ApiKey, owner: str, limits: Limits, name: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        key: ApiKey,
+        owner: str,
+        limits: Limits,
+        address: str,
+        name: str | None = None,
+    ) -> None:
         self.key = key  # what goes upstream: the caller's own key, or the server's
         self.owner = owner  # the owner id of the caller's sessions
         self.limits = limits
+        self.address = address  # the client's, as `client_address` gives it
         self.name = name  # the app token's name, for logs (server-key mode)
         self.quota = QuotaSlot()
 
@@ -102,10 +134,17 @@ class Authenticator:
             micros(settings.budget_usd_per_day),
         )
 
-    def caller(self, header: str | None) -> Caller:
+    def caller(self, header: str | None, address: str) -> Caller:
+        """The caller `header` names, sending from `address` (`client_address`); `Unauthorized`
+        when it names none."""
         if self._server_key is None:
             key = bearer_token(header, "OpenRouter key")
-            return Caller(key=ApiKey(key), owner=owner_id(key, self._secret), limits=self._limits)
+            return Caller(
+                key=ApiKey(key),
+                owner=owner_id(key, self._secret),
+                limits=self._limits,
+                address=address,
+            )
         token = bearer_token(header, "app token")
         app = find_token(self._tokens, token)
         if app is None:
@@ -119,5 +158,6 @@ class Authenticator:
             key=self._server_key,
             owner=owner_id(token, self._secret),
             limits=limits,
+            address=address,
             name=app.name,
         )

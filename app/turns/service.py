@@ -211,7 +211,12 @@ class ChatService:
 
     def _admission(self, caller: Caller, want: TurnWant) -> Admission | None:
         return self._limiter.admission(
-            caller.owner, caller.limits, caller.quota, want, own_key=not caller.uses_server_key
+            caller.owner,
+            caller.address,
+            caller.limits,
+            caller.quota,
+            want,
+            own_key=not caller.uses_server_key,
         )
 
     async def _admit(self, caller: Caller, want: TurnWant) -> None:
@@ -390,9 +395,10 @@ class ChatService:
         self, caller: Caller, turn: PreparedTurn, error: UpstreamError
     ) -> None:
         """A call that failed before its answer began; a 401 to a caller's own key is
-        remembered, so the key's next turns are refused without asking OpenRouter."""
+        remembered, so the key's next turns are refused without asking OpenRouter, and counts
+        as a failed authentication of the caller's address."""
         if error.status == 401 and not caller.uses_server_key:
-            await self._auth_failures.key_refused(caller.owner)
+            await self._auth_failures.key_refused(caller.owner, caller.address)
         await self.record_failure(caller, turn, error.upstream_status or error.status)
 
     @staticmethod

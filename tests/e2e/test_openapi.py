@@ -29,9 +29,9 @@ ENDPOINTS = [
 AUTHENTICATED = [e for e in ENDPOINTS if e[1].startswith(("/chat", "/sessions", "/v1/chat"))]
 CHAT_ERRORS = ["400", "401", "404", "413", "429", "502", "503", "504"]
 SESSION_ERRORS = {
-    ("get", "/sessions"): ["400", "401", "503"],
-    ("get", "/sessions/{session_id}"): ["400", "401", "404", "503"],
-    ("delete", "/sessions/{session_id}"): ["400", "401", "404", "503"],
+    ("get", "/sessions"): ["400", "401", "429", "503"],
+    ("get", "/sessions/{session_id}"): ["400", "401", "404", "429", "503"],
+    ("delete", "/sessions/{session_id}"): ["400", "401", "404", "429", "503"],
 }
 ERROR_FIELDS = {"status", "type", "message", "request_id"}
 

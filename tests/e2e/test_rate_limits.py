@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from app.store.client import lua_script
+from app.store.limits import ADMISSION_LUA, admission_keys
 from tests.conftest import bearer
 from tests.e2e.test_chat import limit_key
 from tests.support.redis_server import RedisServer
@@ -341,12 +342,11 @@ def test_the_admission_script_allows_exactly_a_burst_of_the_limit(
     redis_client: redis.Redis, per_minute: int
 ) -> None:
     """Any rate, even one whose interval is not a whole number of ms (60000 / 7)."""
-    admit = redis_client.register_script(lua_script("admit_turn.lua", after=("admission.lua",)))
-    key = "chat:limit:{burst-test}"
-    script_keys = [key, f"{key}:holds", "chat:refused:{burst-test}"]
+    admit = redis_client.register_script(lua_script("admit_turn.lua", after=ADMISSION_LUA))
+    script_keys = admission_keys("burst-test", "192.0.2.1")
 
     replies = [
-        admit(keys=script_keys, args=[per_minute, 0, 0, f"turn-{n}", 0, 0, 0, 0, 0, 0])
+        admit(keys=script_keys, args=[per_minute, 0, 0, f"turn-{n}", 0, 0, 0, 0, 0, 0, 0])
         for n in range(per_minute + 1)
     ]
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from app.store.client import lua_script
-from app.store.limits import Limits, TurnWant, admission_args, admission_keys
+from app.store.limits import ADMISSION_LUA, Limits, TurnWant, admission_args, admission_keys
 from app.store.sessions import commit_turn_script
 from app.store.spend import Prices
 from app.turns.callers import owner_id
@@ -257,7 +257,7 @@ def snapshot(r: Any) -> dict[str, Any]:
 
 
 # The admission's keys of OWNER, and arguments that check nothing but its limits.
-ADMISSION_KEYS = admission_keys(OWNER)
+ADMISSION_KEYS = admission_keys(OWNER, "192.0.2.1")
 
 
 def admit_args(turn_id: str) -> list[Any]:
@@ -281,7 +281,7 @@ def r(redis_client: redis.Redis) -> Any:
 
 
 def test_a_replayed_admission_holds_once(r: Any) -> None:
-    admit = r.register_script(lua_script("admit_turn.lua", after=("admission.lua",)))
+    admit = r.register_script(lua_script("admit_turn.lua", after=ADMISSION_LUA))
 
     first, second = replayed(r, lambda: admit(keys=ADMISSION_KEYS, args=admit_args("t1")))
 
@@ -290,7 +290,7 @@ def test_a_replayed_admission_holds_once(r: Any) -> None:
 
 
 def test_a_replayed_session_read_admits_once(r: Any) -> None:
-    open_turn = r.register_script(lua_script("open_turn.lua", after=("admission.lua",)))
+    open_turn = r.register_script(lua_script("open_turn.lua", after=ADMISSION_LUA))
     keys = [*ADMISSION_KEYS, "chat:{s1}:meta", "chat:{s1}:messages"]
 
     replayed(r, lambda: open_turn(keys=keys, args=[*admit_args("t1"), OWNER]))
@@ -299,7 +299,7 @@ def test_a_replayed_session_read_admits_once(r: Any) -> None:
 
 
 def test_a_replayed_settle_counts_once(r: Any) -> None:
-    admit = r.register_script(lua_script("admit_turn.lua", after=("admission.lua",)))
+    admit = r.register_script(lua_script("admit_turn.lua", after=ADMISSION_LUA))
     settle = r.register_script(lua_script("pass_through.lua", after=("settle.lua",)))
     admit(keys=ADMISSION_KEYS, args=admit_args("t1"))
     record = json.dumps({"model": MODEL, "status": 200})
@@ -343,7 +343,7 @@ def test_a_replayed_delete_answers_as_the_delete_did(r: Any) -> None:
 
 
 def test_a_replayed_commit_saves_and_settles_once(r: Any) -> None:
-    admit = r.register_script(lua_script("admit_turn.lua", after=("admission.lua",)))
+    admit = r.register_script(lua_script("admit_turn.lua", after=ADMISSION_LUA))
     commit = r.register_script(commit_turn_script())
     admit(keys=ADMISSION_KEYS, args=admit_args("t1"))
     keys = [

@@ -35,9 +35,14 @@ TURN_UNAUTHORIZED_TEXT = (
     "OpenRouter refused the key (`upstream_unauthorized`), now or within the last "
     "`REFUSED_KEY_SECONDS`."
 )
+AUTH_FAILURES_TEXT = (
+    "Too many failed authentications from your address (`rate_limited`: "
+    "`AUTH_FAILURES_PER_MINUTE`); `Retry-After` says when to retry."
+)
 RATE_LIMITED_TEXT = (
     "Your own limit is used up (`rate_limited`: `RATE_LIMIT_PER_MINUTE` or "
-    "`TOKEN_LIMIT_PER_DAY`), or OpenRouter rate-limited the call (`rate_limited` with "
+    "`TOKEN_LIMIT_PER_DAY`), your address failed to authenticate too often "
+    "(`AUTH_FAILURES_PER_MINUTE`), or OpenRouter rate-limited the call (`rate_limited` with "
     "`upstream_status`); `Retry-After` says when to retry."
 )
 STORAGE_TEXT = "Redis is unreachable (`storage_unavailable`), or OpenRouter is (`upstream_*`)."
@@ -46,9 +51,10 @@ INVALID = error(INVALID_TEXT)
 UNAUTHORIZED = error(UNAUTHORIZED_TEXT)
 NOT_FOUND = error("No such session for this key.")
 STORAGE = error(STORAGE_TEXT)
+AUTH_FAILURES = error(AUTH_FAILURES_TEXT)
 SECURITY: list[dict[str, list[str]]] = [{"OpenRouterKey": []}]
 # What every keyed route may answer besides its own outcomes.
-COMMON = {400: INVALID, 401: UNAUTHORIZED, 503: STORAGE}
+COMMON = {400: INVALID, 401: UNAUTHORIZED, 429: AUTH_FAILURES, 503: STORAGE}
 
 
 Headers: TypeAlias = dict[str, OpenAPIHeader | Reference]

@@ -107,8 +107,8 @@ COMPLETIONS_OPERATION = Operation(
                 "`REFUSED_KEY_SECONDS`).",
                 404: "No such session for this key, or no such model.",
                 413: "The body is larger than `MAX_BODY_BYTES`.",
-                429: "OpenRouter rate-limited the call, or your own limit is used up; "
-                "`Retry-After` says when to retry.",
+                429: "OpenRouter rate-limited the call, your own limit is used up, or your "
+                "address failed to authenticate too often; `Retry-After` says when to retry.",
                 502: "OpenRouter failed.",
                 503: "Redis is unreachable, or OpenRouter is.",
                 504: "OpenRouter did not answer within `UPSTREAM_TIMEOUT_SECONDS`.",

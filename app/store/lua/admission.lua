@@ -114,8 +114,9 @@ local function turn_hold(prompt_bytes, max_tokens, prices)
 end
 
 -- What refused a turn beyond its limits (the 8th field of admit's reply): its key, which
--- OpenRouter refused a short while ago.
-local KEY_REFUSED = 4
+-- OpenRouter refused a short while ago, or its client address, which failed to authenticate
+-- too often.
+local KEY_REFUSED, ADDRESS_REFUSED = 4, 5
 -- The reply of an admission with no limit to count: admitted, nothing used or held.
 local UNCOUNTED = {1, 0, 0, 0, 0, 0, 0, 0}
 
@@ -124,11 +125,22 @@ local function limited(limits)
   return limits[1] > 0 or limits[2] > 0 or limits[3] > 0
 end
 
--- The checks of who calls, ahead of admit(): with check_refused, a key OpenRouter refused a
--- short while ago (refused: chat:refused:{<owner>}, noted by the API) is refused again here,
--- before its turn reaches OpenRouter. Returns a refusal in admit()'s shape, or nil.
-local function guard(refused, check_refused)
+-- The checks of who calls, ahead of admit(), both for a caller's own key (which any bearer
+-- looks like until OpenRouter has seen it), both before its turn reaches OpenRouter:
+-- * failure_limit > 0: a client address with that many failed authentications in its window
+--   (failures: chat:authfail:{<address>}, auth_failures.lua) is refused until the window
+--   ends; the refusal's retry is the ms left;
+-- * check_refused: a key OpenRouter refused a short while ago (refused: chat:refused:{<owner>},
+--   noted by the API) is refused again, and that is one more failure of the address.
+-- Returns a refusal in admit()'s shape, or nil.
+local function guard(refused, failures, check_refused, failure_limit)
+  if failure_limit > 0 and (tonumber(redis.call('GET', failures)) or 0) >= failure_limit then
+    return {0, 0, 0, failure_window_left(failures), 0, 0, 0, ADDRESS_REFUSED}
+  end
   if check_refused and redis.call('EXISTS', refused) == 1 then
+    if failure_limit > 0 then
+      count_failure(failures)
+    end
     return {0, 0, 0, 0, 0, 0, 0, KEY_REFUSED}
   end
   return nil
