@@ -21,7 +21,7 @@ import redis
 
 from app.store import keys
 from tests.conftest import SESSION_SECRET, bearer
-from tests.support.cluster import Cluster, wait_for
+from tests.support.cluster import Cluster, compose_file, wait_for
 from tests.support.redis_state import session_tag
 
 if TYPE_CHECKING:
@@ -225,6 +225,39 @@ def test_client_addresses_in_the_logs_come_from_the_balancer(cluster: Cluster) -
         lines = lines_of(request_id)
         assert all('"client":"127.0.0.2"' in line for line in lines), lines
     assert not [line for line in logs() if "198.51.100.7" in line]
+
+
+def test_behind_the_shipped_balancer_a_client_cannot_name_its_own_address(
+    standin: StandinServer,
+) -> None:
+    """As compose runs it, the replicas believe every peer's X-Forwarded-For (`*`: HAProxy is
+    the only one), so HAProxy must not pass on the client's own: failed authentications are
+    counted by the address, and a forged one would escape the count."""
+    trusted = compose_file()["services"]["api"]["environment"]["FORWARDED_ALLOW_IPS"]
+    env = {
+        "APP_ENV": "production",
+        "SESSION_SECRET": SESSION_SECRET,
+        "OPENROUTER_BASE_URL": standin.base_url,
+        "LOG_FORMAT": "json",
+        "FORWARDED_ALLOW_IPS": trusted,
+        "AUTH_FAILURES_PER_MINUTE": "2",
+    }
+    transport = httpx.HTTPTransport(local_address="127.0.0.2")
+    with Cluster(env, replicas=1) as cluster, httpx.Client(transport=transport) as http:
+        statuses = [
+            http.get(
+                f"{cluster.balancer.url}/sessions",
+                headers={"X-Forwarded-For": f"198.51.100.{n}", "X-Request-ID": f"forged-{n}"},
+            ).status_code
+            for n in range(3)
+        ]
+        (web,) = cluster.webs.values()
+        wait_for(lambda: '"request_id":"forged-2"' in web.logs(), 30, "the log line")
+        logs = web.logs()
+
+    assert statuses == [401, 401, 429]
+    assert '"client":"127.0.0.2"' in logs
+    assert "198.51.100." not in logs
 
 
 def test_metrics_are_served_by_each_replica_not_through_the_balancer(cluster: Cluster) -> None:
