@@ -22,13 +22,7 @@
 local function release_lapsed(key, holds, now)
   redis.call('ZREMRANGEBYSCORE', holds, '(' .. -now, '(0')
   for _, turn_id in ipairs(redis.call('ZRANGEBYSCORE', holds, 0, now, 'LIMIT', 0, 8)) do
-    local held = redis.call('HGET', key, 'h:' .. turn_id)
-    if held then
-      local tokens, cost = string.match(held, '^(%d+) (%d+)$')
-      redis.call('HINCRBY', key, 'held_tokens', 0 - tonumber(tokens))
-      redis.call('HINCRBY', key, 'held_cost', 0 - tonumber(cost))
-      redis.call('HDEL', key, 'h:' .. turn_id)
-    end
+    give_back(key, turn_id)
     redis.call('ZREM', holds, turn_id)
   end
 end

@@ -13,13 +13,7 @@ local function settle(key, holds, turn_id, tokens, cost)
   if mark and mark < 0 then
     return nil
   end
-  local held = redis.call('HGET', key, 'h:' .. turn_id)
-  if held then
-    local held_tokens, held_cost = string.match(held, '^(%d+) (%d+)$')
-    redis.call('HINCRBY', key, 'held_tokens', 0 - tonumber(held_tokens))
-    redis.call('HINCRBY', key, 'held_cost', 0 - tonumber(held_cost))
-    redis.call('HDEL', key, 'h:' .. turn_id)
-  end
+  local held = give_back(key, turn_id)
   redis.call('ZADD', holds, -(now + SETTLED_MS), turn_id)
   keep_for(holds, SETTLED_MS)
 
