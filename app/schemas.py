@@ -218,7 +218,7 @@ class SessionPage(msgspec.Struct, kw_only=True, frozen=True):
 class Health(msgspec.Struct, kw_only=True, frozen=True):
     """Liveness and readiness."""
 
-    status: Literal["ok", "unavailable"]
+    status: Literal["ok", "unavailable", "draining"]
     redis: Annotated[str, Meta(description="`ok`, or why Redis cannot be used.")]
     worker: Annotated[
         Literal["ok", "stale", "absent", "unknown"],

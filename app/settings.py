@@ -101,6 +101,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, rename="upper"):
     # Peers whose X-Forwarded-* headers are believed; empty: uvicorn's default, 127.0.0.1.
     forwarded_allow_ips: str = ""
     shutdown_grace_seconds: Annotated[float, Meta(ge=1, le=3600)] = 20.0
+    # On SIGTERM, /health answers 503 this long before the server stops accepting (behind a
+    # load balancer that checks it); 0: stop at once.
+    shutdown_drain_seconds: Annotated[float, Meta(ge=0, le=60)] = 0.0
     metrics_token: Annotated[str, Meta(pattern=r"^(|.{16,})$")] = ""
     # A second port for /admin/* and /metrics (and /health); the public PORT then 404s them.
     admin_port: Annotated[int, Meta(ge=1, le=65535)] | None = None

@@ -126,9 +126,9 @@ def test_compose_passes_the_whole_env_file_to_the_api_and_the_worker() -> None:
     for name in ("api", "worker"):
         # The long form: without a .env the stack still starts on the shell's variables.
         assert services[name]["env_file"] == [{"path": ".env", "required": False}], name
-        # Over .env, compose sets only what it wires: its own Redis, the api's port and the
-        # balancer's trust, and the secret it insists on; no list of settings that leaves
-        # the others unreachable.
+        # Over .env, compose sets only what it wires: its own Redis, the api's ports, the
+        # balancer's trust and the drain its health checks need, and the secret it insists
+        # on; no list of settings that leaves the others unreachable.
         assert services[name]["environment"]["REDIS_URL"] == "redis://redis:6379/0"
     assert set(services["api"]["environment"]) == {
         "REDIS_URL",
@@ -136,6 +136,7 @@ def test_compose_passes_the_whole_env_file_to_the_api_and_the_worker() -> None:
         "PORT",
         "ADMIN_PORT",
         "FORWARDED_ALLOW_IPS",
+        "SHUTDOWN_DRAIN_SECONDS",
     }
     assert set(services["worker"]["environment"]) == {"REDIS_URL"}
 

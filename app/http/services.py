@@ -9,6 +9,7 @@ import logging
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
+from app.http.drain import Drain
 from app.ops import tally
 from app.store.auth_failures import AuthFailures
 from app.store.client import create_redis
@@ -43,7 +44,16 @@ LABELS_REFRESH_MIN_SECONDS = 60
 class Services:
     """What a handler may ask for. A plain class: Litestar passes it through untouched."""
 
-    __slots__ = ("auth", "auth_failures", "catalog", "chat", "redis", "settings", "store")
+    __slots__ = (
+        "auth",
+        "auth_failures",
+        "catalog",
+        "chat",
+        "drain",
+        "redis",
+        "settings",
+        "store",
+    )
 
     def __init__(
         self,
@@ -62,6 +72,7 @@ class Services:
         self.catalog = catalog
         self.auth = Authenticator(settings)
         self.auth_failures = auth_failures
+        self.drain = Drain(settings.shutdown_drain_seconds)
 
 
 @asynccontextmanager
@@ -162,6 +173,7 @@ def services_lifespan(
                 )
             )
             tune_collector()
+            services.drain.install()
             try:
                 yield
             finally:

@@ -46,6 +46,12 @@ def cluster(standin: StandinServer) -> Iterator[Cluster]:
         # Every turn of a load run stays in its session, so each can be found afterwards.
         "MAX_HISTORY_MESSAGES": "2000",
         "SHUTDOWN_GRACE_SECONDS": "10",
+        # A load run outlasts a minute's allowance of its keys: these tests are about replicas.
+        "RATE_LIMIT_PER_MINUTE": "0",
+        # As compose.yaml has it: out of HAProxy's rotation before the port closes.
+        "SHUTDOWN_DRAIN_SECONDS": compose_file()["services"]["api"]["environment"][
+            "SHUTDOWN_DRAIN_SECONDS"
+        ],
         # HAProxy is the peer; the client address in the logs is the one it forwards.
         "FORWARDED_ALLOW_IPS": "127.0.0.1",
     }

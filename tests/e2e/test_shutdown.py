@@ -69,6 +69,37 @@ def test_an_open_stream_finishes_after_sigterm_and_the_process_exits_0(
     assert "Application shutdown complete" in logs
 
 
+def test_a_draining_replica_says_so_and_serves_until_the_drain_ends(
+    start_api: Callable[..., WebProcess], standin: StandinServer, api_key: str
+) -> None:
+    web = start_api(SHUTDOWN_DRAIN_SECONDS="2")
+    port = int(web.url.rsplit(":", 1)[1])
+    with httpx.Client(base_url=web.url, timeout=10) as http:
+        assert http.get("/health").status_code == 200
+        web.terminate()
+        health = poll_health(http)
+        assert health.status_code == 503
+        assert health.json()["status"] == "draining"
+        # Still serving, on a new connection too, while a balancer takes it out of rotation.
+        with httpx.Client(base_url=web.url, timeout=10) as fresh:
+            answer = fresh.post("/chat", json={"message": "still here"}, headers=bearer(api_key))
+        assert answer.status_code == 200, answer.text
+        assert not refuses_connections(port)
+    wait_for(lambda: refuses_connections(port), 10, "the port to close after the drain")
+    assert web.wait(timeout=30) == 0
+    assert "draining" in web.logs()
+
+
+def poll_health(http: httpx.Client) -> httpx.Response:
+    """`/health` once it no longer says ok (the signal takes a moment to arrive)."""
+    response = http.get("/health")
+    for _ in range(100):
+        if response.status_code != 200:
+            break
+        response = http.get("/health")
+    return response
+
+
 def test_a_stream_past_the_grace_is_cut_and_its_text_saved_as_interrupted(
     start_api: Callable[..., WebProcess],
     standin: StandinServer,

@@ -23,7 +23,10 @@ from app.store.heartbeat import worker_state
     responses={
         503: ResponseSpec(
             data_container=Health,
-            description="Redis is unreachable: this replica cannot serve.",
+            description=(
+                "Redis is unreachable: this replica cannot serve; or it is stopping "
+                "(`draining`, SHUTDOWN_DRAIN_SECONDS)."
+            ),
             generate_examples=False,
         )
     },
@@ -32,8 +35,10 @@ async def health(services: NamedDependency[Services]) -> Response[Health]:
     """200 when Redis answers, 503 with the reason when it does not.
 
     `worker` reports the background worker's heartbeat; the API serves without it (usage
-    metrics catch up when it returns), so it does not fail readiness.
+    metrics catch up when it returns), so it does not fail readiness. A replica told to stop
+    answers 503 `draining` while it still serves, so that balancers take it out first.
     """
+    draining = services.drain.draining
     try:
         async with services.redis.pipeline(transaction=False) as pipe:
             pipe.ping()
@@ -50,5 +55,11 @@ async def health(services: NamedDependency[Services]) -> Response[Health]:
             status_code=503,
         )
     return Response(
-        Health(status="ok", redis="ok", worker=worker_state(beat, time.time()), version=__version__)
+        Health(
+            status="draining" if draining else "ok",
+            redis="ok",
+            worker=worker_state(beat, time.time()),
+            version=__version__,
+        ),
+        status_code=503 if draining else 200,
     )
