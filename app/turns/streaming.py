@@ -382,9 +382,6 @@ class StreamRelay:
             logger.warning("could not save a streamed turn")
             await self._end(send, self._error_event(storage_error(exc)))
             return
-        except AppError as exc:  # a refusal with a message of its own: the client gets it
-            await self._end(send, self._error_event(exc))
-            return
         await self._end(send, self._events.done(self._turn, completion, saved))
 
     async def _failed(self, send: Send, error: AppError) -> None:
