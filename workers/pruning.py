@@ -6,16 +6,12 @@ from __future__ import annotations
 import heapq
 import logging
 import time
-from typing import TYPE_CHECKING
 
 import msgspec
 
 from app.clock import now_ms
 from app.store import keys
-from app.store.client import LuaScript, lua_script
-
-if TYPE_CHECKING:
-    from redis.asyncio import Redis
+from app.store.client import BoundedRedis, LuaScript, lua_script
 
 logger = logging.getLogger("workers.pruning")
 
@@ -42,7 +38,7 @@ class Pruner:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: BoundedRedis,
         *,
         ttl_ms: int,
         max_sessions: int | None,

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
 
 from app.clock import DAY_MS
 from app.store import keys
-from app.store.client import LuaScript, lua_script
-
-if TYPE_CHECKING:
-    from redis.asyncio import Redis
+from app.store.client import BoundedRedis, LuaScript, lua_script
 
 logger = logging.getLogger("workers.metrics")
 
@@ -24,7 +20,7 @@ class UsageDrain:
     """Moves usage events from `chat:usage:inbox` into counters, exactly once each; an event
     it cannot apply goes, with its reason, to `chat:usage:dead`."""
 
-    def __init__(self, redis: Redis, *, retention_days: int) -> None:
+    def __init__(self, redis: BoundedRedis, *, retention_days: int) -> None:
         self._script = LuaScript(redis, lua_script("drain_usage.lua"))
         self._retention_ms = retention_days * DAY_MS
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from app.http.drain import Drain
 from app.ops import tally
 from app.store.auth_failures import AuthFailures
-from app.store.client import create_redis
+from app.store.client import BoundedRedis, create_redis
 from app.store.limits import Guard, RateLimiter
 from app.store.sessions import SessionStore
 from app.store.usage import UsageInbox
@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
 
     from litestar import Litestar
-    from redis.asyncio import Redis
 
     from app.settings import Settings
 
@@ -59,7 +58,7 @@ class Services:
         self,
         *,
         settings: Settings,
-        redis: Redis,
+        redis: BoundedRedis,
         store: SessionStore,
         chat: ChatService,
         catalog: ModelCatalog,

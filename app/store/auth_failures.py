@@ -14,16 +14,12 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 
 from app.errors import RateLimited
 from app.store import keys
-from app.store.client import LuaScript, lua_script
-
-if TYPE_CHECKING:
-    from redis.asyncio import Redis
+from app.store.client import BoundedRedis, LuaScript, lua_script
 
 logger = logging.getLogger("app.auth")
 
@@ -38,7 +34,7 @@ def too_many_failures(retry_ms: int) -> RateLimited:
 
 
 class AuthFailures:
-    def __init__(self, redis: Redis, *, refused_key_seconds: int, per_minute: int) -> None:
+    def __init__(self, redis: BoundedRedis, *, refused_key_seconds: int, per_minute: int) -> None:
         self._redis = redis
         self._refused_seconds = refused_key_seconds
         self._per_minute = per_minute

@@ -9,16 +9,11 @@ gets to it; one that OpenRouter never reports is dropped after `MAX_TRIES`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import msgspec
 
 from app.clock import now_ms
 from app.store import keys
-from app.store.client import LuaScript, awaited, lua_script
-
-if TYPE_CHECKING:
-    from redis.asyncio import Redis
+from app.store.client import BoundedRedis, LuaScript, awaited, lua_script
 
 # OpenRouter's record of a generation is not there at once: 404 until it is indexed.
 FIRST_TRY_MS = 5_000
@@ -43,7 +38,7 @@ _decoder = msgspec.json.Decoder(Estimate)
 class EstimateQueue:
     """`chat:usage:estimated`: estimates by when they are next tried (ms)."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: BoundedRedis) -> None:
         self._redis = redis
         self._correct = LuaScript(redis, lua_script("correct_spend.lua"))
 

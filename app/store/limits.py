@@ -13,18 +13,15 @@ round trip of their own.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 from redis.exceptions import RedisError
 
 from app.errors import RateLimited, UpstreamError
 from app.store import keys
 from app.store.auth_failures import too_many_failures
-from app.store.client import LuaScript, lua_script
+from app.store.client import BoundedRedis, LuaScript, lua_script
 from app.store.spend import FREE, MICROS, Prices
-
-if TYPE_CHECKING:
-    from redis.asyncio import Redis
 
 
 class Limits(NamedTuple):
@@ -254,7 +251,7 @@ class RateLimiter:
     """Admissions for the owners whose limits are set, and for callers' own keys while their
     `guard` checks anything."""
 
-    def __init__(self, redis: Redis, guard: Guard) -> None:
+    def __init__(self, redis: BoundedRedis, guard: Guard) -> None:
         self._script = LuaScript(redis, lua_script("admit_turn.lua", after=ADMISSION_LUA))
         self._guard = guard
 

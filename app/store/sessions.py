@@ -23,12 +23,10 @@ from app.schemas import (
     ToolCall,
 )
 from app.store import keys
-from app.store.client import LuaScript, lua_script
+from app.store.client import BoundedRedis, LuaScript, lua_script
 from app.store.limits import ADMISSION_LUA, unchecked
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
-
     from app.store.limits import Admission
 
 
@@ -121,7 +119,7 @@ def commit_turn_script() -> str:
 class SessionStore:
     """Sessions in Redis, in the layout documented in `app.store.keys`."""
 
-    def __init__(self, redis: Redis, *, ttl_ms: int, history_cap: int) -> None:
+    def __init__(self, redis: BoundedRedis, *, ttl_ms: int, history_cap: int) -> None:
         self._redis = redis
         self._ttl_ms = ttl_ms
         self._history_cap = history_cap

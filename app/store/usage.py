@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeAlias
+from typing import Any, Literal, NamedTuple, TypeAlias
 
 import msgspec
 from redis.exceptions import RedisError
 
 from app.clock import utc_day
 from app.store import keys
-from app.store.client import LuaScript, awaited, lua_script
+from app.store.client import BoundedRedis, LuaScript, awaited, lua_script
 from app.store.estimates import Estimate, EstimateQueue
-
-if TYPE_CHECKING:
-    from redis.asyncio import Redis
 
 logger = logging.getLogger("app.usage")
 
@@ -72,7 +69,7 @@ class UsageInbox:
     session get there inside their commit. For an owner with limits, the same script settles
     the turn (`lua/pass_through.lua`)."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: BoundedRedis) -> None:
         self._redis = redis
         self._settle = LuaScript(redis, lua_script("pass_through.lua", after=("settle.lua",)))
         self._estimates = EstimateQueue(redis)

@@ -9,8 +9,8 @@ import pytest
 import redis
 import uvloop
 from redis.asyncio.connection import Connection
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.store.client import LuaScript, create_redis, hiredis_packing
 
@@ -35,10 +35,7 @@ def test_callers_beyond_the_pool_wait_their_turn(redis_url: str) -> None:
         client = create_redis(redis_url, timeout_seconds=5, max_connections=2)
         try:
             # Each holds its connection for 0.2 s: ten of them need five rounds of two.
-            held = [
-                client.execute_command("BLPOP", "test:pool:empty", 0.2)  # type: ignore[no-untyped-call]
-                for _ in range(10)
-            ]
+            held = [client.execute_command("BLPOP", "test:pool:empty", 0.2) for _ in range(10)]
             replies = await asyncio.gather(*held)
             in_use = len(client.connection_pool._in_use_connections)
             opened = len(client.connection_pool._available_connections) + in_use
@@ -56,17 +53,61 @@ def test_callers_beyond_the_pool_wait_their_turn(redis_url: str) -> None:
 def test_a_caller_that_waits_too_long_is_refused(redis_url: str) -> None:
     async def run() -> None:
         client = create_redis(redis_url, timeout_seconds=0.3, max_connections=1)
+        script = LuaScript(client, "return 'served'")
         try:
             pool = client.connection_pool
             held = await pool.get_connection()
-            with pytest.raises(RedisConnectionError, match="No connection available"):
+            with pytest.raises(RedisTimeoutError, match=r"within 0\.3 s"):
                 await client.ping()
+            with pytest.raises(RedisTimeoutError, match=r"within 0\.3 s"):
+                await script(keys=[], args=[])
             await pool.release(held)
             assert await client.ping()  # and the pool works on
         finally:
             await client.aclose()
 
     asyncio.run(run())
+
+
+def test_a_frozen_redis_fails_each_kind_of_call_within_the_deadline(redis_url: str) -> None:
+    """A Redis that accepts connections and never answers (here a listener that reads and
+    says nothing): commands, pipelines and scripts each fail within the deadline, and the
+    connection they used is not handed out again half-read."""
+
+    async def run() -> list[float]:
+        silent = await asyncio.start_server(_swallow, "127.0.0.1", 0)
+        port = silent.sockets[0].getsockname()[1]
+        client = create_redis(f"redis://127.0.0.1:{port}", timeout_seconds=0.3, max_connections=2)
+        script = LuaScript(client, "return 1")
+        took: list[float] = []
+
+        async def pipeline() -> object:
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.get("a")
+                pipe.get("b")
+                return await pipe.execute()
+
+        try:
+            for call in (client.ping, pipeline, lambda: script(keys=[], args=[])):
+                started = time.monotonic()
+                with pytest.raises(RedisTimeoutError):
+                    await call()
+                took.append(time.monotonic() - started)
+            idle = client.connection_pool._available_connections
+            assert all(not connection.is_connected for connection in idle)
+            return took
+        finally:
+            await client.aclose()
+            silent.close()
+
+    took = asyncio.run(run())
+    assert all(0.25 < seconds < 1.0 for seconds in took), took
+
+
+async def _swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while await reader.read(65536):
+        pass
+    writer.close()
 
 
 def test_a_connection_redis_closed_is_replaced(redis_url: str) -> None:
