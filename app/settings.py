@@ -43,6 +43,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, rename="upper"):
     # Where things are.
     app_env: Literal["production", "development"] = "production"
     redis_url: str = "redis://localhost:6379/0"
+    # REDIS_URL names nodes of a Redis Cluster (comma-separated); arq's queue then needs a
+    # standalone Redis of its own (QUEUE_REDIS_URL).
+    redis_cluster: bool = False
+    queue_redis_url: str = ""
     # https, or http to a loopback host only: callers' keys travel to it (check_base_url).
     openrouter_base_url: str = "https://openrouter.ai/api/v1"
     # Attribution headers to OpenRouter (HTTP-Referer, X-Title); an empty one is not sent.
@@ -129,6 +133,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, rename="upper"):
     def __repr__(self) -> str:
         # Tracebacks and debuggers print settings; the secrets stay out of them.
         return f"Settings(app_env={self.app_env!r}, server_key_mode={self.server_key_mode})"
+
+    @property
+    def queue_url(self) -> str:
+        """The Redis of the worker's queue and cron locks: QUEUE_REDIS_URL, else REDIS_URL."""
+        return self.queue_redis_url or self.redis_url
 
     @property
     def server_key_mode(self) -> bool:
@@ -250,6 +259,16 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(
             f"invalid setting: ADMIN_PORT: {settings.admin_port} is also PORT; the operators' "
             "routes need a port of their own (or unset ADMIN_PORT to serve them on PORT)"
+        )
+    if settings.redis_cluster and not settings.queue_redis_url:
+        raise SettingsError(
+            "QUEUE_REDIS_URL is required when REDIS_CLUSTER=true: the worker's queue (arq) "
+            "runs on a standalone Redis; name one, apart from the cluster"
+        )
+    if not settings.redis_cluster and "," in settings.redis_url:
+        raise SettingsError(
+            "invalid setting: REDIS_URL names several servers; set REDIS_CLUSTER=true if they "
+            "are nodes of a Redis Cluster, or name one Redis"
         )
     if settings.server_key_mode and not settings.app_tokens:
         raise SettingsError(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -12,6 +12,7 @@ import redis
 
 from tests.standin import StandinServer
 from tests.support.processes import WebProcess
+from tests.support.redis_cluster import RedisClusterServer
 from tests.support.redis_server import RedisServer, free_port
 
 if TYPE_CHECKING:
@@ -31,10 +32,65 @@ def redis_url() -> Iterator[str]:
         yield server.url
 
 
+class Store:
+    """Where the API keeps its state in a test: one Redis (`REDIS_URL`), or a Redis Cluster
+    with a standalone Redis beside it for the worker's queue."""
+
+    def __init__(self, url: str, *, cluster: bool = False, queue_url: str = "") -> None:
+        self.url = url
+        self.cluster = cluster
+        self.queue_url = queue_url or url
+
+    def env(self) -> dict[str, str]:
+        if not self.cluster:
+            return {"REDIS_URL": self.url}
+        return {"REDIS_URL": self.url, "REDIS_CLUSTER": "true", "QUEUE_REDIS_URL": self.queue_url}
+
+    def client(self) -> Any:
+        """A client of the store: `redis.Redis`, or `redis.RedisCluster` on a cluster."""
+        if self.cluster:
+            return redis.RedisCluster.from_url(self.url.split(",")[0])
+        return redis.Redis.from_url(self.url)
+
+    def flush(self) -> None:
+        with self.client() as client:
+            client.flushdb()  # on a cluster, every master's
+        if self.cluster:
+            with redis.Redis.from_url(self.queue_url) as queue:
+                queue.flushdb()
+
+    def __repr__(self) -> str:
+        return "cluster" if self.cluster else "standalone"
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[tuple[RedisClusterServer, RedisServer]]:
+    """A real Redis Cluster (three masters, three replicas), and a Redis for the queue."""
+    with RedisClusterServer() as cluster, RedisServer() as queue:
+        yield cluster, queue
+
+
+@pytest.fixture(scope="session")
+def store(request: pytest.FixtureRequest, redis_url: str) -> Store:
+    """One Redis; in the modules marked `stores`, each of the stores it names in turn."""
+    if getattr(request, "param", "standalone") == "cluster":
+        cluster, queue = request.getfixturevalue("redis_cluster")
+        return Store(cluster.url, cluster=True, queue_url=queue.url)
+    return Store(redis_url)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """`pytest.mark.stores("standalone", "cluster")`: the module's tests run on each."""
+    marker = metafunc.definition.get_closest_marker("stores")
+    if marker is not None and "store" in metafunc.fixturenames:
+        metafunc.parametrize("store", marker.args, indirect=True, scope="session")
+
+
 @pytest.fixture
-def redis_client(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    client.flushdb()
+def redis_client(store: Store) -> Iterator[Any]:
+    """A client of the store, emptied at the start of the test."""
+    store.flush()
+    client = store.client()
     yield client
     client.close()
 
@@ -51,11 +107,12 @@ def api_key() -> str:
     return "sk-or-v1-" + secrets.token_hex(32)
 
 
-def base_env(redis_url: str, standin: StandinServer) -> dict[str, str]:
+def base_env(store: Store | str, standin: StandinServer) -> dict[str, str]:
+    """The API's settings in the tests, on `store` (a Store, or one Redis's URL)."""
     return {
         "APP_ENV": "production",
         "SESSION_SECRET": SESSION_SECRET,
-        "REDIS_URL": redis_url,
+        **(store if isinstance(store, Store) else Store(store)).env(),
         "OPENROUTER_BASE_URL": standin.base_url,
         "LOG_FORMAT": "json",
         "LOG_LEVEL": "INFO",
@@ -68,19 +125,19 @@ def base_env(redis_url: str, standin: StandinServer) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def api(redis_url: str, standin: StandinServer) -> Iterator[WebProcess]:
+def api(store: Store, standin: StandinServer) -> Iterator[WebProcess]:
     """The API with default settings, started as the Procfile's `web:` entry."""
-    with WebProcess(base_env(redis_url, standin), free_port()) as web:
+    with WebProcess(base_env(store, standin), free_port()) as web:
         yield web
 
 
 @pytest.fixture
-def start_api(redis_url: str, standin: StandinServer) -> Iterator[Callable[..., WebProcess]]:
+def start_api(store: Store, standin: StandinServer) -> Iterator[Callable[..., WebProcess]]:
     """Start the API with settings of the test's own (environment variable names)."""
     started: list[WebProcess] = []
 
     def start(**env: str) -> WebProcess:
-        web = WebProcess({**base_env(redis_url, standin), **env}, free_port())
+        web = WebProcess({**base_env(store, standin), **env}, free_port())
         started.append(web)
         web.start()
         return web

@@ -336,3 +336,21 @@ def test_admin_port_must_not_be_port(
 
     assert exit_of(process) != 0
     assert "ADMIN_PORT" in process.logs()
+
+
+# ---- Redis Cluster ---------------------------------------------------------------------------
+
+
+def test_a_cluster_needs_a_queue_redis_of_its_own() -> None:
+    with pytest.raises(SettingsError, match="QUEUE_REDIS_URL"):
+        load_settings({"REDIS_CLUSTER": "true", "REDIS_URL": "redis://a:7000,redis://b:7001"})
+    settings = load_settings(
+        {"REDIS_CLUSTER": "true", "REDIS_URL": "redis://a:7000", "QUEUE_REDIS_URL": "redis://q"}
+    )
+    assert settings.redis_cluster and settings.queue_url == "redis://q"
+    assert load_settings({"REDIS_URL": "redis://r:6379"}).queue_url == "redis://r:6379"
+
+
+def test_several_redis_urls_without_a_cluster_are_refused() -> None:
+    with pytest.raises(SettingsError, match="REDIS_CLUSTER=true"):
+        load_settings({"REDIS_URL": "redis://a:7000,redis://b:7001"})

@@ -11,7 +11,7 @@ import msgspec
 
 from app.clock import now_ms
 from app.store import keys
-from app.store.client import BoundedRedis, LuaScript, lua_script
+from app.store.client import LuaScript, StoreRedis, layout_of, lua_script
 
 logger = logging.getLogger("workers.pruning")
 
@@ -38,13 +38,14 @@ class Pruner:
 
     def __init__(
         self,
-        redis: BoundedRedis,
+        redis: StoreRedis,
         *,
         ttl_ms: int,
         max_sessions: int | None,
         per_owner: int | None = None,
     ) -> None:
         self._redis = redis
+        self._layout = layout_of(redis)
         self._ttl_ms = ttl_ms
         self._max_sessions = max_sessions
         self._per_owner = per_owner
@@ -75,66 +76,74 @@ class Pruner:
     async def _migrate_old_layout(self) -> int:
         """Once per worker: sessions still named by their id alone (the layout before session
         ids were scoped to their owner) move to their owner's name, so an upgrade loses none."""
-        moved, cursor = 0, 0
-        while True:
-            cursor, entries = await self._redis.zscan(keys.ALL_SESSIONS, cursor, count=BATCH_SIZE)
-            old = [member for member, _ in entries if b":" not in member]
-            if old:
-                moved += int(
-                    await self._migrate(keys=[keys.ALL_SESSIONS], args=[keys.PREFIX, *old])
+        moved = 0
+        for shard in self._layout.shards:
+            cursor = 0
+            while True:
+                cursor, entries = await self._redis.zscan(
+                    shard.all_sessions, cursor, count=BATCH_SIZE
                 )
-            if cursor == 0:
-                return moved
+                old = [member for member, _ in entries if b":" not in member]
+                if old:
+                    moved += int(
+                        await self._migrate(keys=[shard.all_sessions], args=[keys.PREFIX, *old])
+                    )
+                if cursor == 0:
+                    break
+        return moved
 
-    async def _delete(self, cutoff: int, refs: list[bytes]) -> tuple[int, int]:
+    async def _delete(self, shard: keys.Shard, cutoff: int, refs: list[bytes]) -> tuple[int, int]:
         deleted, orphans = await self._prune(
-            keys=[keys.ALL_SESSIONS], args=[keys.PREFIX, cutoff, *refs]
+            keys=[shard.all_sessions], args=[keys.PREFIX, cutoff, *refs]
         )
         return int(deleted), int(orphans)
 
     async def _prune_idle(self, cutoff: int, report: PruneReport) -> None:
         """Sessions whose last activity is older than the TTL, and their index entries."""
-        while True:
-            refs: list[bytes] = await self._redis.zrangebyscore(
-                keys.ALL_SESSIONS, "-inf", cutoff, start=0, num=BATCH_SIZE
-            )
-            if not refs:
-                return
-            deleted, orphans = await self._delete(cutoff, refs)
-            report.idle += deleted
-            report.expired_index_entries += orphans
-            if deleted + orphans == 0:
-                return  # every candidate got a turn meanwhile
+        for shard in self._layout.shards:
+            while True:
+                refs: list[bytes] = await self._redis.zrangebyscore(
+                    shard.all_sessions, "-inf", cutoff, start=0, num=BATCH_SIZE
+                )
+                if not refs:
+                    break
+                deleted, orphans = await self._delete(shard, cutoff, refs)
+                report.idle += deleted
+                report.expired_index_entries += orphans
+                if deleted + orphans == 0:
+                    break  # every candidate got a turn meanwhile
 
     async def _owner_counts(self) -> dict[str, int]:
         """How many sessions each owner holds (its index's size)."""
         counts: dict[str, int] = {}
-        start = 0
-        while True:
-            owners: list[bytes] = await self._redis.zrange(
-                keys.OWNERS, start, start + BATCH_SIZE - 1
-            )
-            if not owners:
-                return counts
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for owner in owners:
-                    pipe.zcard(keys.owner_sessions(owner.decode()))
-                sizes: list[int] = await pipe.execute()
-            counts.update((o.decode(), int(n)) for o, n in zip(owners, sizes, strict=True))
-            start += BATCH_SIZE
+        for shard in self._layout.shards:
+            start = 0
+            while True:
+                owners: list[bytes] = await self._redis.zrange(
+                    shard.owners, start, start + BATCH_SIZE - 1
+                )
+                if not owners:
+                    break
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for owner in owners:
+                        pipe.zcard(self._layout.owner_sessions(owner.decode()))
+                    sizes: list[int] = await pipe.execute()
+                counts.update((o.decode(), int(n)) for o, n in zip(owners, sizes, strict=True))
+                start += BATCH_SIZE
+        return counts
 
     async def _evict_oldest(self, owner: str, count: int) -> tuple[int, int]:
         """The owner's `count` least recently active sessions (at most a batch): how many
         were deleted, and how many index entries of expired ones went."""
         oldest: list[tuple[bytes, float]] = await self._redis.zrange(
-            keys.owner_sessions(owner), 0, min(count, BATCH_SIZE) - 1, withscores=True
+            self._layout.owner_sessions(owner), 0, min(count, BATCH_SIZE) - 1, withscores=True
         )
         if not oldest:
             return 0, 0
         # A session active after its pick has `updated` above every picked score.
         cutoff = int(max(score for _, score in oldest))
         refs = [keys.session_ref(owner, member.decode()).encode() for member, _ in oldest]
-        return await self._delete(cutoff, refs)
+        return await self._delete(self._layout.shard(owner), cutoff, refs)
 
     async def _evict_over_owner_cap(
         self, cap: int, counts: dict[str, int], report: PruneReport
@@ -152,7 +161,9 @@ class Pruner:
     async def _evict(self, limit: int, counts: dict[str, int], report: PruneReport) -> None:
         """Beyond `limit` sessions in all: the least recently active of the owner holding the
         most, until it holds no more than the next, and so on."""
-        excess = await self._redis.zcard(keys.ALL_SESSIONS) - limit
+        excess = -limit
+        for shard in self._layout.shards:
+            excess += await self._redis.zcard(shard.all_sessions)
         largest = [(-count, owner) for owner, count in counts.items() if count]
         heapq.heapify(largest)
         while excess > 0 and largest:
@@ -169,16 +180,17 @@ class Pruner:
                 heapq.heappush(largest, (-(count - removed), owner))
 
     async def _prune_owner_indexes(self, cutoff: int, report: PruneReport) -> None:
-        start = 0
-        while True:
-            owners: list[bytes] = await self._redis.zrange(
-                keys.OWNERS, start, start + BATCH_SIZE - 1
-            )
-            if not owners:
-                return
-            dropped, forgotten = await self._prune_owners(
-                keys=[keys.OWNERS], args=[keys.PREFIX, cutoff, *owners]
-            )
-            report.owner_index_entries += int(dropped)
-            report.owners_forgotten += int(forgotten)
-            start += BATCH_SIZE - int(forgotten)
+        for shard in self._layout.shards:
+            start = 0
+            while True:
+                owners: list[bytes] = await self._redis.zrange(
+                    shard.owners, start, start + BATCH_SIZE - 1
+                )
+                if not owners:
+                    break
+                dropped, forgotten = await self._prune_owners(
+                    keys=[shard.owners], args=[keys.PREFIX, cutoff, *owners]
+                )
+                report.owner_index_entries += int(dropped)
+                report.owners_forgotten += int(forgotten)
+                start += BATCH_SIZE - int(forgotten)

@@ -64,7 +64,7 @@ def arq_redis_settings(url: str) -> RedisSettings:
 
 
 class WorkerSettings:
-    redis_settings = arq_redis_settings(settings.redis_url)
+    redis_settings = arq_redis_settings(settings.queue_url)
     functions: ClassVar[list[Any]] = []
     cron_jobs: ClassVar[list[Any]] = [
         # unique: one worker per tick runs it, however many are up; the kept result is what

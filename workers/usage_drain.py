@@ -7,7 +7,7 @@ import time
 
 from app.clock import DAY_MS
 from app.store import keys
-from app.store.client import BoundedRedis, LuaScript, lua_script
+from app.store.client import LuaScript, StoreRedis, layout_of, lua_script
 
 logger = logging.getLogger("workers.metrics")
 
@@ -20,7 +20,8 @@ class UsageDrain:
     """Moves usage events from `chat:usage:inbox` into counters, exactly once each; an event
     it cannot apply goes, with its reason, to `chat:usage:dead`."""
 
-    def __init__(self, redis: BoundedRedis, *, retention_days: int) -> None:
+    def __init__(self, redis: StoreRedis, *, retention_days: int) -> None:
+        self._shards = layout_of(redis).shards
         self._script = LuaScript(redis, lua_script("drain_usage.lua"))
         self._retention_ms = retention_days * DAY_MS
 
@@ -28,19 +29,26 @@ class UsageDrain:
         """Drain what is there; returns how many events were applied."""
         started = time.perf_counter()
         applied_total = dead_total = 0
-        for _ in range(MAX_BATCHES):
-            applied, dead = await self._script(
-                keys=[keys.USAGE_INBOX, keys.USAGE_DEAD],
-                args=[BATCH_SIZE, keys.PREFIX, self._retention_ms, keys.USAGE_DEAD_CAP],
-            )
-            applied_total += applied
-            dead_total += dead
-            if applied + dead < BATCH_SIZE:
-                break
+        for shard in self._shards:
+            for _ in range(MAX_BATCHES):
+                applied, dead = await self._script(
+                    keys=[shard.usage_inbox, shard.usage_dead],
+                    args=[
+                        BATCH_SIZE,
+                        keys.PREFIX,
+                        self._retention_ms,
+                        keys.USAGE_DEAD_CAP,
+                        shard.suffix,
+                    ],
+                )
+                applied_total += applied
+                dead_total += dead
+                if applied + dead < BATCH_SIZE:
+                    break
         if dead_total:
             logger.error(
                 "usage events set aside in the dead-letter list",
-                extra={"fields": {"dead": dead_total, "list": keys.USAGE_DEAD}},
+                extra={"fields": {"dead": dead_total, "list": self._shards[0].usage_dead}},
             )
         if applied_total:
             logger.info(

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from app.http.drain import Drain
 from app.ops import tally
 from app.store.auth_failures import AuthFailures
-from app.store.client import BoundedRedis, create_redis
+from app.store.client import StoreRedis, create_redis
 from app.store.limits import Guard, RateLimiter
 from app.store.sessions import SessionStore
 from app.store.usage import UsageInbox
@@ -58,7 +58,7 @@ class Services:
         self,
         *,
         settings: Settings,
-        redis: BoundedRedis,
+        redis: StoreRedis,
         store: SessionStore,
         chat: ChatService,
         catalog: ModelCatalog,
@@ -81,6 +81,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         settings.redis_url,
         timeout_seconds=settings.redis_timeout_seconds,
         max_connections=settings.redis_max_connections,
+        cluster=settings.redis_cluster,
     )
     try:
         transport = create_transport(settings)

@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING
 
 from app.schemas import CallStats, DayStats, Stats
 from app.store import keys
+from app.store.client import layout_of
 from app.store.heartbeat import worker_state
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
+    from app.store.client import StoreRedis
 
 _INT_COUNTERS = ("requests", "errors", "prompt_tokens", "completion_tokens", "total_tokens")
 
@@ -37,31 +38,55 @@ def day_stats(day: str, fields: dict[bytes, bytes]) -> DayStats:
     return DayStats(day=day, totals=totals, models=dict(sorted(models.items())))
 
 
-async def usage_counts(redis: Redis) -> tuple[int, int]:
-    """The usage events waiting in the inbox, and those ever set aside as dead."""
+async def usage_counts(redis: StoreRedis) -> tuple[int, int]:
+    """The usage events waiting in the inboxes, and those ever set aside as dead."""
+    shards = layout_of(redis).shards
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.llen(keys.USAGE_INBOX)
-        pipe.get(keys.USAGE_DEAD_COUNT)
-        backlog, dead = await pipe.execute()
-    return int(backlog), int(dead or 0)
+        for shard in shards:
+            pipe.llen(shard.usage_inbox)
+            pipe.get(shard.usage_dead_count)
+        replies = await pipe.execute()
+    return sum(replies[::2]), sum(int(dead or 0) for dead in replies[1::2])
 
 
-async def read_stats(redis: Redis, *, days: int) -> Stats:
-    """The last `days` UTC days, today first, in one round trip."""
+async def read_stats(redis: StoreRedis, *, days: int) -> Stats:
+    """The last `days` UTC days, today first, in one round trip (to each node of a
+    cluster), summed over the shards."""
     today = datetime.now(UTC).date()
     names = [(today - timedelta(days=offset)).isoformat() for offset in range(days)]
+    shards = layout_of(redis).shards
     async with redis.pipeline(transaction=False) as pipe:
         for day in names:
-            pipe.hgetall(keys.daily_metrics(day))
-        pipe.zcard(keys.ALL_SESSIONS)
-        pipe.llen(keys.USAGE_INBOX)
-        pipe.get(keys.USAGE_DEAD_COUNT)
+            for shard in shards:
+                pipe.hgetall(shard.daily_metrics(day))
+        for shard in shards:
+            pipe.zcard(shard.all_sessions)
+            pipe.llen(shard.usage_inbox)
+            pipe.get(shard.usage_dead_count)
         pipe.get(keys.WORKER_HEARTBEAT)
-        *per_day, sessions, backlog, dead, beat = await pipe.execute()
+        replies = await pipe.execute()
+    per_shard_day = len(names) * len(shards)
+    counts, beat = replies[per_shard_day:-1], replies[-1]
+    per_day = []
+    for index in range(len(names)):
+        merged: dict[bytes, bytes] = {}
+        for fields in replies[index * len(shards) : (index + 1) * len(shards)]:
+            for name, value in fields.items():
+                merged[name] = _sum(merged.get(name), value)
+        per_day.append(merged)
     return Stats(
         days=[day_stats(day, fields) for day, fields in zip(names, per_day, strict=True)],
-        sessions=sessions,
-        usage_backlog=backlog,
-        usage_dead=int(dead or 0),
+        sessions=sum(counts[0::3]),
+        usage_backlog=sum(counts[1::3]),
+        usage_dead=sum(int(dead or 0) for dead in counts[2::3]),
         worker=worker_state(beat, time.time()),
     )
+
+
+def _sum(left: bytes | None, right: bytes) -> bytes:
+    """Two shards' counts of one field (costs are decimals)."""
+    if left is None:
+        return right
+    if b"." in left or b"." in right or b"e" in left or b"e" in right:
+        return repr(float(left) + float(right)).encode()
+    return b"%d" % (int(left) + int(right))

@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 
 from app.errors import RateLimited
 from app.store import keys
-from app.store.client import BoundedRedis, LuaScript, lua_script
+from app.store.client import LuaScript, StoreRedis, lua_script
 
 logger = logging.getLogger("app.auth")
 
@@ -34,7 +34,7 @@ def too_many_failures(retry_ms: int) -> RateLimited:
 
 
 class AuthFailures:
-    def __init__(self, redis: BoundedRedis, *, refused_key_seconds: int, per_minute: int) -> None:
+    def __init__(self, redis: StoreRedis, *, refused_key_seconds: int, per_minute: int) -> None:
         self._redis = redis
         self._refused_seconds = refused_key_seconds
         self._per_minute = per_minute

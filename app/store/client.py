@@ -6,10 +6,12 @@ import asyncio
 import hashlib
 from collections import deque
 from importlib.resources import files
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, cast
+from urllib.parse import urlsplit
 
-from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio import ConnectionPool, Redis, RedisCluster
 from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline
 from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -20,6 +22,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.clock import DAY_MS
 from app.schemas import MAX_COST_PER_CALL, MAX_TOKENS_PER_CALL
+from app.store import keys
 from app.store.spend import HOLD_MS, PROMPT_BYTES_PER_TOKEN, SETTLED_MS
 
 if TYPE_CHECKING:
@@ -107,28 +110,51 @@ def hiredis_packing(connection_class: type[AbstractConnection]) -> type[Abstract
     return HiredisPacking
 
 
-def create_redis(url: str, *, timeout_seconds: float, max_connections: int) -> BoundedRedis:
+def create_redis(
+    url: str, *, timeout_seconds: float, max_connections: int, cluster: bool = False
+) -> StoreRedis:
     """A client whose every call fails within `timeout_seconds` when Redis is away.
 
     One retry covers a pooled connection that Redis closed (a restart, an idle timeout).
-    Writes are single Lua scripts that detect their own replay, so the retry is safe for them.
+    Writes are Lua scripts that detect their own replay, so the retry is safe for them.
+    With `cluster`, `url` names one or more nodes of a Redis Cluster, comma-separated.
     """
-    pool = TurnPool.from_url(
-        url,
-        max_connections=max_connections,
+    options: dict[str, Any] = {
         # No socket_timeout: each call has one deadline instead (`BoundedRedis`).
-        socket_connect_timeout=timeout_seconds,
-        socket_keepalive=True,
-        # No health_check_interval: redis-py 5.3 re-runs its health-check PING inside the retry
-        # of a connect, so a frozen Redis would hang the call instead of failing it.
-        retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), retries=1),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
-        decode_responses=False,
-    )
+        "socket_connect_timeout": timeout_seconds,
+        "socket_keepalive": True,
+        # No health_check_interval: redis-py 5.3 re-runs its health-check PING inside the
+        # retry of a connect, so a frozen Redis would hang the call instead of failing it.
+        "retry": Retry(ExponentialBackoff(cap=0.05, base=0.01), retries=1),
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+        "decode_responses": False,
+    }
+    if cluster:
+        return cluster_client(url, timeout_seconds, max_connections, options)
+    pool = TurnPool.from_url(url, max_connections=max_connections, **options)
     client = BoundedRedis(connection_pool=pool)
     client.deadline_seconds = timeout_seconds
     client.auto_close_connection_pool = True  # closing the client closes the pool too
     return client
+
+
+def cluster_client(
+    urls: str, timeout_seconds: float, max_connections: int, options: dict[str, Any]
+) -> BoundedRedisCluster:
+    """redis-py's cluster client (its slot map, MOVED and ASK, its retries), starting from
+    every node `urls` names; credentials and TLS come from the first."""
+    first, *others = (part.strip() for part in urls.split(",") if part.strip())
+    startup = [ClusterNode(*_host_port(other)) for other in others]
+    client: BoundedRedisCluster = BoundedRedisCluster.from_url(
+        first, startup_nodes=startup, max_connections=max_connections, **options
+    )
+    client.deadline_seconds = timeout_seconds
+    return client
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    parsed = urlsplit(url if "://" in url else f"redis://{url}")
+    return parsed.hostname or "localhost", parsed.port or 6379
 
 
 async def within(seconds: float, call: Awaitable[T]) -> T:
@@ -172,6 +198,43 @@ class BoundedPipeline(Pipeline):
         return await within(self.deadline_seconds, super().execute(raise_on_error))
 
 
+class BoundedRedisCluster(RedisCluster):
+    """redis-py's cluster client, each command and each pipeline bounded by one deadline, as
+    `BoundedRedis` is."""
+
+    deadline_seconds: float = 1.0
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        return await within(self.deadline_seconds, super().execute_command(*args, **kwargs))
+
+    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> ClusterPipeline:
+        pipe = BoundedClusterPipeline(self)  # type: ignore[abstract]
+        pipe.deadline_seconds = self.deadline_seconds
+        return pipe
+
+
+class BoundedClusterPipeline(ClusterPipeline):
+    """A pipeline of `BoundedRedisCluster`: each node's commands in one round trip, all
+    nodes at once, within the client's deadline."""
+
+    deadline_seconds: float = 1.0
+
+    async def execute(
+        self, raise_on_error: bool = True, allow_redirections: bool = True
+    ) -> list[Any]:
+        call = super().execute(raise_on_error, allow_redirections)
+        return await within(self.deadline_seconds, call)
+
+
+# The client of the store: one Redis, or a Redis Cluster.
+StoreRedis: TypeAlias = BoundedRedis | BoundedRedisCluster
+
+
+def layout_of(redis: StoreRedis) -> keys.Layout:
+    """The key layout of the store `redis` is (app.store.keys.Layout)."""
+    return keys.CLUSTER if isinstance(redis, RedisCluster) else keys.STANDALONE
+
+
 class LuaScript:
     """A Lua script run by EVALSHA, and loaded again when Redis lost it (a restart).
 
@@ -179,7 +242,7 @@ class LuaScript:
     pipeline, which is a slow `isinstance` against redis-py's protocol classes.
     """
 
-    def __init__(self, redis: BoundedRedis, text: str) -> None:
+    def __init__(self, redis: StoreRedis, text: str) -> None:
         self._redis = redis
         self._text = text
         self.sha = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
@@ -189,25 +252,31 @@ class LuaScript:
         try:
             return await self._run(command)
         except NoScriptError:
+            # On a cluster, redis-py loads it on every master.
             await self._redis.execute_command("SCRIPT LOAD", self._text)
             return await self._run(command)
 
     async def _run(self, command: tuple[Any, ...]) -> Any:
         """The command on a pooled connection, retried as the client retries its commands,
         without the client's layers around it: option parsing, response callbacks and three
-        more coroutines a call, for a reply that needs none of them."""
-        return await within(self._redis.deadline_seconds, self._run_on_pool(command))
+        more coroutines a call, for a reply that needs none of them. On a cluster, the
+        client sends it to the master of its keys' slot."""
+        redis = self._redis
+        if isinstance(redis, BoundedRedisCluster):
+            return await redis.execute_command(*command)
+        pool = cast("ConnectionPool", redis.connection_pool)
+        return await within(redis.deadline_seconds, _run_on_pool(pool, command))
 
-    async def _run_on_pool(self, command: tuple[Any, ...]) -> Any:
-        pool = self._redis.connection_pool
-        connection = await pool.get_connection()
-        try:
-            return await connection.retry.call_with_retry(
-                lambda: _send_and_read(connection, command),
-                lambda error: _drop_or_raise(connection, error),
-            )
-        finally:
-            await pool.release(connection)
+
+async def _run_on_pool(pool: ConnectionPool, command: tuple[Any, ...]) -> Any:
+    connection = await pool.get_connection()
+    try:
+        return await connection.retry.call_with_retry(
+            lambda: _send_and_read(connection, command),
+            lambda error: _drop_or_raise(connection, error),
+        )
+    finally:
+        await pool.release(connection)
 
 
 async def _send_and_read(connection: AbstractConnection, command: tuple[Any, ...]) -> Any:

@@ -13,7 +13,7 @@ import msgspec
 
 from app.clock import now_ms
 from app.store import keys
-from app.store.client import BoundedRedis, LuaScript, awaited, lua_script
+from app.store.client import LuaScript, StoreRedis, awaited, layout_of, lua_script
 
 # OpenRouter's record of a generation is not there at once: 404 until it is indexed.
 FIRST_TRY_MS = 5_000
@@ -36,25 +36,35 @@ _decoder = msgspec.json.Decoder(Estimate)
 
 
 class EstimateQueue:
-    """`chat:usage:estimated`: estimates by when they are next tried (ms)."""
+    """`chat:usage:estimated` (each shard's): estimates by when they are next tried (ms), in
+    the shard of their owner."""
 
-    def __init__(self, redis: BoundedRedis) -> None:
+    def __init__(self, redis: StoreRedis) -> None:
         self._redis = redis
+        self._layout = layout_of(redis)
         self._correct = LuaScript(redis, lua_script("correct_spend.lua"))
 
     async def add(self, estimate: Estimate) -> None:
         due = now_ms() + FIRST_TRY_MS * 2**estimate.tries
-        await awaited(self._redis.zadd(keys.USAGE_ESTIMATED, {_encoder.encode(estimate): due}))
+        queue = self._queue(estimate.owner)
+        await awaited(self._redis.zadd(queue, {_encoder.encode(estimate): due}))
+
+    def _queue(self, owner: str) -> str:
+        return self._layout.shard(owner).usage_estimated
 
     async def due(self, count: int) -> list[tuple[bytes, Estimate]]:
-        raw: list[bytes] = await awaited(
-            self._redis.zrangebyscore(keys.USAGE_ESTIMATED, 0, now_ms(), start=0, num=count)
-        )
-        return [(member, _decoder.decode(member)) for member in raw]
+        """Up to `count` estimates due, from each shard."""
+        found: list[tuple[bytes, Estimate]] = []
+        for shard in self._layout.shards:
+            raw: list[bytes] = await awaited(
+                self._redis.zrangebyscore(shard.usage_estimated, 0, now_ms(), start=0, num=count)
+            )
+            found += [(member, _decoder.decode(member)) for member in raw]
+        return found
 
     async def retry_later(self, member: bytes, estimate: Estimate) -> bool:
         """Try again later (False: tried too often, dropped)."""
-        removed = await awaited(self._redis.zrem(keys.USAGE_ESTIMATED, member))
+        removed = await awaited(self._redis.zrem(self._queue(estimate.owner), member))
         if not removed or estimate.tries + 1 >= MAX_TRIES:
             return False
         await self.add(msgspec.structs.replace(estimate, tries=estimate.tries + 1))
@@ -64,7 +74,7 @@ class EstimateQueue:
         """Replace the estimate by what OpenRouter reports, in the owner's day it was counted
         in (a day gone by is left as it was). False when another worker did it already."""
         applied = await self._correct(
-            keys=[keys.USAGE_ESTIMATED, keys.owner_limit(estimate.owner)],
+            keys=[self._queue(estimate.owner), keys.owner_limit(estimate.owner)],
             args=[member, estimate.day, tokens - estimate.tokens, micro_usd - estimate.micro_usd],
         )
         return bool(applied)

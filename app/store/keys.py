@@ -13,26 +13,12 @@ from typing import NamedTuple
 
 PREFIX = "chat"
 
-# Sorted set: session ref (`<owner>:<session_id>`) -> last activity (ms since the epoch), every
-# session.
-ALL_SESSIONS = f"{PREFIX}:sessions"
-# Sorted set: owner id -> last activity (ms); the pruner walks it to clean owner indexes.
-OWNERS = f"{PREFIX}:owners"
 # Hash: the shared copy of OpenRouter's model list (`body`, `etag`, `fetched_at`).
 MODELS = f"{PREFIX}:models"
 # String with a short TTL: held by the one replica refreshing the model list.
 MODELS_REFRESH_LOCK = f"{PREFIX}:models:refresh"
-# List: usage records of committed turns and failed calls, drained by the worker.
-USAGE_INBOX = f"{PREFIX}:usage:inbox"
-# List, capped at USAGE_DEAD_CAP: the inbox events the worker could not apply, newest last,
-# each `{"reason", "event" (as it was in the inbox), "at" (ms)}`.
-USAGE_DEAD = f"{PREFIX}:usage:dead"
+# How many events each shard's `usage_dead` list keeps.
 USAGE_DEAD_CAP = 1000
-# String: how many events went to USAGE_DEAD, in all.
-USAGE_DEAD_COUNT = f"{PREFIX}:usage:dead:count"
-# Sorted set: cut streams' estimated spend (app.store.estimates.Estimate as JSON) -> ms when
-# the worker next asks OpenRouter for its generation record (server-key mode).
-USAGE_ESTIMATED = f"{PREFIX}:usage:estimated"
 # String with a TTL: the worker's heartbeat (unix seconds of its last beat).
 WORKER_HEARTBEAT = f"{PREFIX}:worker:heartbeat"
 
@@ -73,11 +59,6 @@ def session_keys(ref: str) -> SessionKeys:
     )
 
 
-def owner_sessions(owner: str) -> str:
-    """Sorted set: the owner's session ids -> last activity (ms)."""
-    return f"{PREFIX}:owner:{owner}:sessions"
-
-
 def owner_limit(owner: str) -> str:
     """Hash: the owner's limit state: `tat` (ms when its turn bucket is full again); the UTC
     day's settled counts (`day`, days since the epoch; `tokens`; `cost`, micro-USD); what the
@@ -113,6 +94,75 @@ def auth_failures(address: str) -> str:
     return f"{PREFIX}:authfail:{{{address}}}"
 
 
-def daily_metrics(day: str) -> str:
-    """Hash: global metrics of one UTC day (`YYYY-MM-DD`), fields `<model>|<counter>`."""
-    return f"{PREFIX}:metrics:{day}"
+# The shards of the global structures on a Redis Cluster: a fixed number, so the worker knows
+# them all. An owner's turns always go to the same shard (`Layout.shard`).
+CLUSTER_SHARDS = 16
+
+
+class Shard(NamedTuple):
+    """One shard of the structures every session shares, its keys all in one slot on a Redis
+    Cluster (suffix `:{<nn>}`, nn from 00 to 15); a standalone Redis has one shard, its keys
+    without a suffix."""
+
+    # Sorted set: session ref (`<owner>:<session_id>`) -> last activity (ms).
+    all_sessions: str
+    # Sorted set: owner id -> last activity (ms); the pruner walks it to clean owner indexes.
+    owners: str
+    # List: usage records of committed turns and failed calls, drained by the worker.
+    usage_inbox: str
+    # List, capped at USAGE_DEAD_CAP: the inbox events the worker could not apply, newest
+    # last, each `{"reason", "event" (as it was in the inbox), "at" (ms)}`.
+    usage_dead: str
+    # String: how many events went to `usage_dead`, in all.
+    usage_dead_count: str
+    # Sorted set: cut streams' estimated spend (app.store.estimates.Estimate as JSON) -> ms
+    # when the worker next asks OpenRouter for its generation record (server-key mode).
+    usage_estimated: str
+    # Sorted set (cluster only): turn ids recorded in the last SETTLED_MS -> ms, so a replayed
+    # record of a turn (lua/record_turn.lua) adds nothing.
+    recorded: str
+    suffix: str
+
+    def daily_metrics(self, day: str) -> str:
+        """Hash: metrics of one UTC day (`YYYY-MM-DD`), fields `<model>|<counter>`."""
+        return f"{PREFIX}:metrics:{day}{self.suffix}"
+
+
+def _shard(suffix: str) -> Shard:
+    return Shard(
+        all_sessions=f"{PREFIX}:sessions{suffix}",
+        owners=f"{PREFIX}:owners{suffix}",
+        usage_inbox=f"{PREFIX}:usage:inbox{suffix}",
+        usage_dead=f"{PREFIX}:usage:dead{suffix}",
+        usage_dead_count=f"{PREFIX}:usage:dead{suffix}:count",
+        usage_estimated=f"{PREFIX}:usage:estimated{suffix}",
+        recorded=f"{PREFIX}:usage:recorded{suffix}",
+        suffix=suffix,
+    )
+
+
+class Layout:
+    """The keys that differ between a standalone Redis and a Redis Cluster: the shards of the
+    global structures, and the owner's session index (tagged `{<owner>}` on a cluster, in the
+    slot of the owner's other keys). Every other key is named alike in both."""
+
+    def __init__(self, *, cluster: bool) -> None:
+        self.cluster = cluster
+        count = CLUSTER_SHARDS if cluster else 1
+        self.shards = tuple(_shard(f":{{{n:02d}}}" if cluster else "") for n in range(count))
+
+    def shard(self, owner: str) -> Shard:
+        """The shard of an owner's sessions and usage: by its id, 32 hex digits."""
+        if len(self.shards) == 1:
+            return self.shards[0]
+        return self.shards[int(owner[:8], 16) % len(self.shards)]
+
+    def owner_sessions(self, owner: str) -> str:
+        """Sorted set: the owner's session ids -> last activity (ms)."""
+        if self.cluster:
+            return f"{PREFIX}:owner:{{{owner}}}:sessions"
+        return f"{PREFIX}:owner:{owner}:sessions"
+
+
+STANDALONE = Layout(cluster=False)
+CLUSTER = Layout(cluster=True)

@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 from app.errors import RateLimited, UpstreamError
 from app.store import keys
 from app.store.auth_failures import too_many_failures
-from app.store.client import BoundedRedis, LuaScript, lua_script
+from app.store.client import LuaScript, StoreRedis, layout_of, lua_script
 from app.store.spend import FREE, MICROS, Prices
 
 
@@ -188,11 +188,11 @@ def _refusal(limits: Limits, reason: int, used: int, spent: int, retry_after: in
 class Admission:
     """The admission of one turn: run on its own, or by the script that reads its session."""
 
-    __slots__ = ("_guard", "_limits", "_script", "_slot", "args", "keys")
+    __slots__ = ("_guard", "_limiter", "_limits", "_slot", "args", "keys")
 
     def __init__(
         self,
-        script: LuaScript,
+        limiter: RateLimiter,
         owner: str,
         address: str,
         limits: Limits,
@@ -200,21 +200,52 @@ class Admission:
         want: TurnWant,
         guard: Guard,
     ) -> None:
-        self._script = script
+        self._limiter = limiter
         self.keys = admission_keys(owner, address)
         self.args = admission_args(limits, want, guard)
         self._limits = limits
         self._slot = slot
         self._guard = guard
 
+    @property
+    def address_key(self) -> str | None:
+        """The address's failed authentications, to read beside the owner's part on a Redis
+        Cluster (they are in another slot); None when not checked."""
+        return self.keys[3] if self._guard.failures_per_minute else None
+
     async def run(self) -> None:
         try:
-            reply = await self._script(keys=self.keys, args=self.args)
+            if self._limiter.cluster:
+                failures = None
+                if self.address_key is not None:
+                    async with self._limiter.redis.pipeline(transaction=False) as pipe:
+                        pipe.get(self.address_key)
+                        pipe.pttl(self.address_key)
+                        failures = await pipe.execute()
+                await self.run_owner_part(0, failures)
+                return
+            reply = await self._limiter.script(keys=self.keys, args=self.args)
         except RedisError:
             if self._limits.active:
                 raise  # a limit that lets turns through while Redis is away is no limit
             # Only who calls was to be checked, and OpenRouter checks the key itself.
             return
+        await self.settle(reply)
+
+    async def run_owner_part(self, history_bytes: int, failures: list[Any] | None) -> None:
+        """The admission on a Redis Cluster, in the owner's slot: the address's failures
+        (`failures`: the GET and PTTL of `address_key`, read beforehand) checked here, and
+        the refusal of a key counted as one more of them afterwards, in the address's slot.
+        `history_bytes`: the stored history's, read beforehand, counted in the hold."""
+        limit = self._guard.failures_per_minute
+        if limit and failures is not None and int(failures[0] or 0) >= limit:
+            raise too_many_failures(max(int(failures[1]), 1))
+        args = list(self.args)
+        args[4] = str(int(args[4]) + history_bytes)
+        args[10] = "0"  # the address is checked here, not by the script
+        reply = await self._limiter.script(keys=self.keys[:3], args=args)
+        if limit and int(reply[7]) == KEY_REFUSED:
+            await self._limiter.count_failure(keys=[self.keys[3]], args=[])
         await self.settle(reply)
 
     async def settle(self, reply: Any) -> None:
@@ -251,8 +282,13 @@ class RateLimiter:
     """Admissions for the owners whose limits are set, and for callers' own keys while their
     `guard` checks anything."""
 
-    def __init__(self, redis: BoundedRedis, guard: Guard) -> None:
-        self._script = LuaScript(redis, lua_script("admit_turn.lua", after=ADMISSION_LUA))
+    def __init__(self, redis: StoreRedis, guard: Guard) -> None:
+        self.redis = redis
+        self.cluster = layout_of(redis).cluster
+        self.script = LuaScript(redis, lua_script("admit_turn.lua", after=ADMISSION_LUA))
+        self.count_failure = LuaScript(
+            redis, lua_script("count_auth_failure.lua", after=("auth_failures.lua",))
+        )
         self._guard = guard
 
     def admission(
@@ -269,4 +305,4 @@ class RateLimiter:
         guard = self._guard if own_key else NO_GUARD
         if not limits.active and not guard.active:
             return None
-        return Admission(self._script, owner, address, limits, slot, want, guard)
+        return Admission(self, owner, address, limits, slot, want, guard)

@@ -23,8 +23,9 @@ from app.schemas import (
     ToolCall,
 )
 from app.store import keys
-from app.store.client import BoundedRedis, LuaScript, lua_script
+from app.store.client import LuaScript, StoreRedis, layout_of, lua_script
 from app.store.limits import ADMISSION_LUA, unchecked
+from app.store.spend_steps import COMMIT_LUA, record_spend
 
 if TYPE_CHECKING:
     from app.store.limits import Admission
@@ -113,19 +114,35 @@ def parse_usage(raw: dict[bytes, bytes]) -> SessionUsage:
 
 
 def commit_turn_script() -> str:
-    return lua_script("commit_turn.lua", after=("settle.lua",))
+    return lua_script("commit_turn.lua", after=COMMIT_LUA)
 
 
 class SessionStore:
-    """Sessions in Redis, in the layout documented in `app.store.keys`."""
+    """Sessions in Redis, in the layout documented in `app.store.keys`.
 
-    def __init__(self, redis: BoundedRedis, *, ttl_ms: int, history_cap: int) -> None:
+    On a standalone Redis a turn is two scripts: `open_turn.lua` (admission and history) and
+    `commit_turn.lua`. On a Redis Cluster each step runs in one slot: the history is read in
+    the session's, then the admission runs in the owner's (`Admission.run_owner_part`); the
+    commit records the spend first, in the owner's slot (`commit_owner.lua`) and the shard's
+    (`record_turn.lua`) at once, then the conversation, in the session's
+    (`commit_session.lua`). Each is a no-op when replayed.
+    """
+
+    def __init__(self, redis: StoreRedis, *, ttl_ms: int, history_cap: int) -> None:
         self._redis = redis
+        self._layout = layout_of(redis)
         self._ttl_ms = ttl_ms
         self._history_cap = history_cap
         self._open = LuaScript(redis, lua_script("open_turn.lua", after=ADMISSION_LUA))
         self._commit = LuaScript(redis, commit_turn_script())
+        self._commit_session = LuaScript(redis, lua_script("commit_session.lua", after=COMMIT_LUA))
+        self._commit_owner = LuaScript(redis, lua_script("commit_owner.lua", after=COMMIT_LUA))
+        self._record = LuaScript(redis, lua_script("record_turn.lua", after=COMMIT_LUA))
         self._delete = LuaScript(redis, lua_script("delete_session.lua"))
+
+    @property
+    def layout(self) -> keys.Layout:
+        return self._layout
 
     async def load_history(
         self, session_id: str, owner: str, admission: Admission | None = None
@@ -137,6 +154,8 @@ class SessionStore:
         history (the turn will create it).
         """
         k = keys.session_keys(keys.session_ref(owner, session_id))
+        if self._layout.cluster:
+            return await self._load_history_in_steps(k, admission)
         limit, args = (
             (admission.keys, admission.args) if admission is not None else unchecked(owner)
         )
@@ -144,46 +163,98 @@ class SessionStore:
         if admission is not None:
             await admission.settle(reply[0])
         _, system_prompt, raw_messages = reply
-        return History(
-            system_prompt=_text(system_prompt),
-            messages=[_history_decoder.decode(raw) for raw in raw_messages],
-        )
+        return _history(system_prompt, raw_messages)
+
+    async def _load_history_in_steps(
+        self, k: keys.SessionKeys, admission: Admission | None
+    ) -> History:
+        """On a cluster: the history (and the address's failures, in their own slot) in one
+        round trip, then the admission in the owner's slot, its hold counting the history."""
+        address = admission.address_key if admission is not None else None
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hget(k.meta, "system_prompt")
+            pipe.lrange(k.messages, 0, -1)
+            if address is not None:
+                pipe.get(address)
+                pipe.pttl(address)
+            system_prompt, raw_messages, *failures = await pipe.execute()
+        if admission is not None:
+            stored = len(system_prompt or b"") + sum(map(len, raw_messages))
+            await admission.run_owner_part(stored, failures or None)
+        return _history(system_prompt, raw_messages)
 
     async def commit_turn(self, turn: TurnCommit) -> Committed:
-        """Write the turn in one atomic script; it settles the turn against the owner's limits."""
-        k = keys.session_keys(keys.session_ref(turn.owner, turn.session_id))
+        """Write the turn in one atomic script; it settles the turn against the owner's limits.
+        On a cluster, in three single-slot steps (the class says how)."""
+        ref = keys.session_ref(turn.owner, turn.session_id)
+        k = keys.session_keys(ref)
         spent = ("", "") if turn.spent is None else turn.spent
-        _, count, tokens_today, spent_today = await self._commit(
-            keys=[
-                k.meta,
-                k.messages,
-                k.turns,
-                k.usage,
-                keys.ALL_SESSIONS,
-                keys.owner_sessions(turn.owner),
-                keys.USAGE_INBOX,
-                keys.OWNERS,
-                keys.owner_limit(turn.owner),
-                keys.owner_holds(turn.owner),
-            ],
-            args=[
-                turn.session_id,
+        now = int(turn.assistant.timestamp.timestamp() * 1000)
+        args = [
+            turn.session_id,
+            turn.owner,
+            turn.turn_id,
+            now,
+            self._ttl_ms,
+            self._history_cap,
+            turn.assistant.model or "",
+            turn.title,
+            turn.system_prompt or "",
+            turn.usage_record or b"",
+            *spent,
+            *map(_message_encoder.encode, turn.messages),
+            _message_encoder.encode(turn.assistant),
+        ]
+        shard = self._layout.shard(turn.owner)
+        owner_index = self._layout.owner_sessions(turn.owner)
+        if self._layout.cluster:
+            tokens_today, spent_today = await self._record_spend(
                 turn.owner,
+                turn.session_id,
                 turn.turn_id,
-                int(turn.assistant.timestamp.timestamp() * 1000),
-                self._ttl_ms,
-                self._history_cap,
-                turn.assistant.model or "",
-                turn.title,
-                turn.system_prompt or "",
+                now,
                 turn.usage_record or b"",
-                *spent,
-                *map(_message_encoder.encode, turn.messages),
-                _message_encoder.encode(turn.assistant),
-            ],
-        )
+                spent,
+            )
+            _, count = await self._commit_session(keys=list(k), args=args)
+        else:
+            _, count, tokens_today, spent_today = await self._commit(
+                keys=[
+                    *k,
+                    shard.all_sessions,
+                    owner_index,
+                    shard.usage_inbox,
+                    shard.owners,
+                    keys.owner_limit(turn.owner),
+                    keys.owner_holds(turn.owner),
+                ],
+                args=args,
+            )
         day = (int(tokens_today), int(spent_today)) if tokens_today >= 0 else None
         return Committed(int(count), day)
+
+    async def _record_spend(
+        self,
+        owner: str,
+        session_id: str,
+        turn_id: str,
+        now: int,
+        record: bytes,
+        spent: tuple[int, int] | tuple[str, str],
+    ) -> tuple[int, int]:
+        """The owner's and the shard's parts of a commit on a cluster, both at once."""
+        return await record_spend(
+            self._redis,
+            self._commit_owner,
+            self._record,
+            owner=owner,
+            session_id=session_id,
+            turn_id=turn_id,
+            now=now,
+            ttl_ms=self._ttl_ms,
+            record=record,
+            spent=spent,
+        )
 
     async def _read(self, owner: str, session_id: str) -> dict[str, Any]:
         """The fields of a session's detail view, in one round trip."""
@@ -214,28 +285,50 @@ class SessionStore:
 
     async def delete(self, session_id: str, owner: str) -> None:
         """Remove the owner's session of that id, every key it has and its index entries."""
-        k = keys.session_keys(keys.session_ref(owner, session_id))
+        ref = keys.session_ref(owner, session_id)
+        k = keys.session_keys(ref)
+        all_sessions = self._layout.shard(owner).all_sessions
+        owner_index = self._layout.owner_sessions(owner)
+        indexes = [] if self._layout.cluster else [all_sessions, owner_index]
         deleted = await self._delete(
-            keys=[*k, keys.ALL_SESSIONS, keys.owner_sessions(owner), k.deleted],
+            keys=[*k, k.deleted, *indexes],
             # One id per call: the client's retry of it is known for a replay.
             args=[session_id, owner, random_id()],
         )
+        if self._layout.cluster:
+            # Expired sessions leave index entries behind: dropped either way.
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.zrem(all_sessions, ref)
+                pipe.zrem(owner_index, session_id)
+                await pipe.execute()
         if not deleted:
             raise SessionNotFound(session_id)
 
     async def _page(
-        self, index: str, limit: int, offset: int, owner: str | None = None
+        self, indexes: list[str], limit: int, offset: int, owner: str | None = None
     ) -> tuple[int, list[tuple[str, dict[str, Any]]]]:
-        """Owners and summary fields of a page of `index`, most recent first: two round trips.
-        `index` holds session refs, or the session ids of `owner`.
+        """Owners and summary fields of a page of `indexes`, most recent first: two round
+        trips. `indexes` hold session refs (the shards of the all-sessions index), or the
+        session ids of `owner` (its index).
 
         Index entries of sessions that Redis already expired are skipped here and removed by
         the worker's pruner.
         """
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.zcard(index)
-            pipe.zrevrange(index, offset, offset + limit - 1)
-            total, members = await pipe.execute()
+            for index in indexes:
+                pipe.zcard(index)
+                if len(indexes) == 1:
+                    pipe.zrevrange(index, offset, offset + limit - 1)
+                else:  # the page is among the first offset + limit of each shard
+                    pipe.zrevrange(index, 0, offset + limit - 1, withscores=True)
+            replies: list[Any] = await pipe.execute()
+        total = sum(replies[::2])
+        if len(indexes) == 1:
+            members = replies[1]
+        else:
+            entries = [entry for shard in replies[1::2] for entry in shard]
+            entries.sort(key=lambda entry: (entry[1], entry[0]), reverse=True)
+            members = [member for member, _ in entries[offset : offset + limit]]
         if not members:
             return total, []
         refs = [
@@ -264,7 +357,8 @@ class SessionStore:
 
     async def page(self, owner: str, *, limit: int, offset: int) -> SessionPage:
         """The owner's sessions, most recent activity first."""
-        total, rows = await self._page(keys.owner_sessions(owner), limit, offset, owner)
+        index = self._layout.owner_sessions(owner)
+        total, rows = await self._page([index], limit, offset, owner)
         return SessionPage(
             sessions=[SessionSummary(**summary) for _, summary in rows],
             total=total,
@@ -275,7 +369,8 @@ class SessionStore:
 
     async def page_all(self, *, limit: int, offset: int) -> AdminSessionPage:
         """Every session, most recent activity first, with owners."""
-        total, rows = await self._page(keys.ALL_SESSIONS, limit, offset)
+        indexes = [shard.all_sessions for shard in self._layout.shards]
+        total, rows = await self._page(indexes, limit, offset)
         return AdminSessionPage(
             sessions=[AdminSessionSummary(**summary, owner=owner) for owner, summary in rows],
             total=total,
@@ -283,6 +378,13 @@ class SessionStore:
             offset=offset,
             next_offset=_next_offset(total, limit, offset),
         )
+
+
+def _history(system_prompt: bytes | None, raw_messages: list[bytes]) -> History:
+    return History(
+        system_prompt=_text(system_prompt),
+        messages=[_history_decoder.decode(raw) for raw in raw_messages],
+    )
 
 
 def _next_offset(total: int, limit: int, offset: int) -> int | None:

@@ -9,10 +9,11 @@ from typing import Any, Literal, NamedTuple, TypeAlias
 import msgspec
 from redis.exceptions import RedisError
 
-from app.clock import utc_day
+from app.clock import now_ms, utc_day
 from app.store import keys
-from app.store.client import BoundedRedis, LuaScript, awaited, lua_script
+from app.store.client import LuaScript, StoreRedis, awaited, layout_of, lua_script
 from app.store.estimates import Estimate, EstimateQueue
+from app.store.spend_steps import COMMIT_LUA, record_spend
 
 logger = logging.getLogger("app.usage")
 
@@ -69,9 +70,13 @@ class UsageInbox:
     session get there inside their commit. For an owner with limits, the same script settles
     the turn (`lua/pass_through.lua`)."""
 
-    def __init__(self, redis: BoundedRedis) -> None:
+    def __init__(self, redis: StoreRedis) -> None:
         self._redis = redis
+        self._layout = layout_of(redis)
+        self._next_shard = 0
         self._settle = LuaScript(redis, lua_script("pass_through.lua", after=("settle.lua",)))
+        self._commit_owner = LuaScript(redis, lua_script("commit_owner.lua", after=COMMIT_LUA))
+        self._record = LuaScript(redis, lua_script("record_turn.lua", after=COMMIT_LUA))
         self._estimates = EstimateQueue(redis)
 
     async def _push(
@@ -79,13 +84,34 @@ class UsageInbox:
     ) -> tuple[int, int] | None:
         record = usage_event_encoder.encode(event)
         if settlement is None:
-            await awaited(self._redis.rpush(keys.USAGE_INBOX, record))
+            # No owner to shard by: each in turn, the worker drains them all.
+            self._next_shard = (self._next_shard + 1) % len(self._layout.shards)
+            shard = self._layout.shards[self._next_shard]
+            await awaited(self._redis.rpush(shard.usage_inbox, record))
             return None
         owner = settlement.owner
-        tokens, spent = await self._settle(
-            keys=[keys.USAGE_INBOX, keys.owner_limit(owner), keys.owner_holds(owner)],
-            args=[record, settlement.turn_id, settlement.tokens, settlement.micro_usd],
-        )
+        if self._layout.cluster:
+            tokens, spent = await record_spend(
+                self._redis,
+                self._commit_owner,
+                self._record,
+                owner=owner,
+                session_id="",
+                turn_id=settlement.turn_id,
+                now=now_ms(),
+                ttl_ms=1,
+                record=record,
+                spent=(settlement.tokens, settlement.micro_usd),
+            )
+        else:
+            tokens, spent = await self._settle(
+                keys=[
+                    self._layout.shard(owner).usage_inbox,
+                    keys.owner_limit(owner),
+                    keys.owner_holds(owner),
+                ],
+                args=[record, settlement.turn_id, settlement.tokens, settlement.micro_usd],
+            )
         return (int(tokens), int(spent)) if tokens >= 0 else None
 
     async def passed_through(

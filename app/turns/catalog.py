@@ -21,9 +21,8 @@ from app.turns.pricing import PriceBook
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from redis.asyncio import Redis
-
     from app.settings import Settings
+    from app.store.client import StoreRedis
     from app.upstream.client import OpenRouterClient
 
 logger = logging.getLogger("app.catalog")
@@ -93,7 +92,7 @@ class ModelCatalog:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: StoreRedis,
         upstream: OpenRouterClient,
         *,
         fresh_seconds: int,

@@ -15,7 +15,7 @@ import pytest
 
 from app.turns.callers import owner_id
 from tests.conftest import SESSION_SECRET, bearer
-from tests.support.redis_state import session_tag
+from tests.support.redis_state import layout_for, session_tag
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
     from tests.standin import StandinServer
     from tests.support.processes import WebProcess
+
+pytestmark = pytest.mark.stores("standalone", "cluster")
 
 SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 SEED_FIELDS = {"response", "model_used", "session_id", "tokens_used", "timestamp"}
@@ -508,8 +510,10 @@ def test_redis_holds_the_documented_layout(
         assert datetime.fromisoformat(message["timestamp"]).utcoffset() == timedelta(0)
 
     assert meta["owner"] == owner
-    assert redis_client.zscore("chat:sessions", f"{owner}:{session_id}") is not None
-    assert redis_client.zscore(f"chat:owner:{owner}:sessions", session_id) is not None
+    layout = layout_for(redis_client)
+    all_sessions = layout.shard(owner).all_sessions
+    assert redis_client.zscore(all_sessions, f"{owner}:{session_id}") is not None
+    assert redis_client.zscore(layout.owner_sessions(owner), session_id) is not None
 
     # The key is forwarded upstream and kept nowhere.
     assert api_key not in owner
@@ -548,6 +552,7 @@ def test_session_ttl_follows_fractional_cleanup_hours(
         assert half_hour_ms - TTL_SLACK_MS < pttl(redis_client, name) <= half_hour_ms, name
 
 
+@pytest.mark.stores("standalone")  # a cluster's steps: tests/e2e/test_redis_cluster.py
 def test_hot_path_costs_at_most_two_redis_round_trips(
     client: httpx.Client, redis_client: redis.Redis, api_key: str
 ) -> None:

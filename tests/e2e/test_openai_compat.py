@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 import sys
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import openai
@@ -15,6 +15,7 @@ from tests.conftest import base_env, bearer
 from tests.e2e.test_readme_clients import readme_block, run
 from tests.e2e.test_worker import WorkerPool, metric_totals, wait_for
 from tests.support.redis_server import RedisServer
+from tests.support.redis_state import inbox_events, indexed_sessions
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
 
     from tests.standin import StandinServer
     from tests.support.processes import WebProcess
+
+pytestmark = pytest.mark.stores("standalone", "cluster")
 
 MODEL = "anthropic/claude-sonnet-4.5"
 NEW = {"X-Session-Id": "new"}
@@ -64,8 +67,7 @@ def session_detail(client: httpx.Client, key: str, session_id: str) -> dict[str,
 
 
 def inbox(redis_client: redis.Redis) -> list[dict[str, Any]]:
-    raw_events = cast("list[bytes]", redis_client.lrange("chat:usage:inbox", 0, -1))
-    return [json.loads(raw) for raw in raw_events]
+    return [json.loads(raw) for raw in inbox_events(redis_client)]
 
 
 # ---- pass-through ----------------------------------------------------------------------------
@@ -97,7 +99,7 @@ def test_plain_completion_passes_the_messages_through_and_stores_no_session(
     assert body["temperature"] == 0.3
     assert "session_id" not in body
     # Nothing stored, but the turn counts in the usage metrics (an event without a session).
-    assert redis_client.zcard("chat:sessions") == 0
+    assert indexed_sessions(redis_client) == 0
     [event] = inbox(redis_client)
     assert "session_id" not in event
     assert event["model"] == MODEL
@@ -516,6 +518,7 @@ def test_cors_allows_and_exposes_the_session_header(client: httpx.Client, api_ke
     assert "x-session-id" in response.headers["access-control-expose-headers"].lower()
 
 
+@pytest.mark.stores("standalone")  # its own Redis, stopped
 def test_without_redis_a_pass_through_is_served_only_without_rate_limits(
     start_api: Callable[..., WebProcess], api_key: str
 ) -> None:
@@ -645,6 +648,7 @@ def test_a_chat_session_continues_through_v1_and_a_failed_turn_stores_nothing(
     ]
 
 
+@pytest.mark.stores("standalone")  # the worker runs on one Redis
 def test_the_worker_counts_pass_through_turns_in_the_daily_metrics(
     sdk: openai.OpenAI, redis_url: str, standin: StandinServer, redis_client: redis.Redis
 ) -> None:

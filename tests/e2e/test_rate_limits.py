@@ -15,6 +15,7 @@ from app.store.limits import ADMISSION_LUA, admission_keys
 from tests.conftest import bearer
 from tests.e2e.test_chat import limit_key
 from tests.support.redis_server import RedisServer
+from tests.support.redis_state import inbox_events
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
 
     from tests.standin import StandinServer
     from tests.support.processes import WebProcess
+
+pytestmark = pytest.mark.stores("standalone", "cluster")
 
 TURN_HEADERS = ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset")
 TOKEN_HEADERS = (
@@ -286,6 +289,7 @@ def test_zero_disables_the_limit(
     assert list(redis_client.scan_iter("chat:limit:*")) == []
 
 
+@pytest.mark.stores("standalone")  # its own Redis, stopped
 def test_redis_down_is_a_503_not_a_bypass(
     start_api: Callable[..., WebProcess], standin: StandinServer, api_key: str
 ) -> None:
@@ -337,6 +341,7 @@ def test_a_redis_that_lost_its_scripts_still_limits(
     assert 1 <= header(again, "retry-after") <= 60
 
 
+@pytest.mark.stores("standalone")  # the script's logic, alike on both
 @pytest.mark.parametrize("per_minute", [1, 7, 13, 60, 1000])
 def test_the_admission_script_allows_exactly_a_burst_of_the_limit(
     redis_client: redis.Redis, per_minute: int
@@ -407,4 +412,4 @@ def test_pass_through_turns_count_against_the_daily_token_limit(
     assert int(r.hget(limit_key(api_key), "tokens")) == used
     # Nothing of a session was written: only the usage events, for the worker.
     assert not r.keys("chat:{*")
-    assert r.llen("chat:usage:inbox") == len(admitted)
+    assert len(inbox_events(r)) == len(admitted)

@@ -24,6 +24,8 @@ from tests.conftest import SESSION_SECRET, bearer
 from tests.support.cluster import Cluster, compose_file, wait_for
 from tests.support.redis_state import session_tag
 
+SHARD = keys.STANDALONE.shards[0]  # a standalone Redis's only shard
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
@@ -333,7 +335,11 @@ def test_a_redis_restart_gives_503s_then_service_resumes_losing_nothing(
 def test_a_killed_worker_catches_up_counting_each_turn_once(
     cluster: Cluster, store: redis.Redis, standin: StandinServer
 ) -> None:
-    wait_for(lambda: store.llen(keys.USAGE_INBOX) == 0, 60, "earlier usage to be drained")
+    wait_for(
+        lambda: store.llen(SHARD.usage_inbox) == 0,
+        60,
+        "earlier usage to be drained",
+    )
     day_before = metrics_requests(store, MODEL)
     with Load(cluster.balancer.url, standin) as load:
         load.wait_answered(60)
@@ -343,7 +349,11 @@ def test_a_killed_worker_catches_up_counting_each_turn_once(
 
     assert {outcome.status for outcome in load.outcomes} == {200}
     answered = load.answered()
-    wait_for(lambda: store.llen(keys.USAGE_INBOX) == 0, 60, "the worker to drain the inbox")
+    wait_for(
+        lambda: store.llen(SHARD.usage_inbox) == 0,
+        60,
+        "the worker to drain the inbox",
+    )
     assert metrics_requests(store, MODEL) - day_before == answered
     for session_id in {outcome.session_id for outcome in load.outcomes}:
         usage = store.hget(f"{session_tag(store, session_id)}:usage", "turns")
@@ -352,6 +362,6 @@ def test_a_killed_worker_catches_up_counting_each_turn_once(
 
 def metrics_requests(store: redis.Redis, model: str) -> int:
     total = 0
-    for key in store.scan_iter(match=keys.daily_metrics("*")):
+    for key in store.scan_iter(match=SHARD.daily_metrics("*")):
         total += int(store.hget(key, f"{model}|requests") or 0)  # type: ignore[arg-type]
     return total

@@ -331,8 +331,8 @@ def test_a_replayed_delete_answers_as_the_delete_did(r: Any) -> None:
     r.hset(f"{tag}:meta", "owner", OWNER)
     r.rpush(f"{tag}:messages", "{}")
     r.zadd("chat:sessions", {f"{OWNER}:s1": 1})
-    keys = [f"{tag}:meta", f"{tag}:messages", f"{tag}:turns", f"{tag}:usage", "chat:sessions",
-            f"chat:owner:{OWNER}:sessions", f"{tag}:deleted"]  # fmt: skip
+    keys = [f"{tag}:meta", f"{tag}:messages", f"{tag}:turns", f"{tag}:usage", f"{tag}:deleted",
+            "chat:sessions", f"chat:owner:{OWNER}:sessions"]  # fmt: skip
 
     first, second = replayed(r, lambda: delete(keys=keys, args=["s1", OWNER, "request-1"]))
 

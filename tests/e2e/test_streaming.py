@@ -8,7 +8,7 @@ import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import pytest
@@ -19,6 +19,7 @@ from tests.conftest import SESSION_SECRET, base_env, bearer
 from tests.standin import wire
 from tests.support.processes import WebProcess
 from tests.support.redis_server import free_port
+from tests.support.redis_state import inbox_events
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
@@ -27,10 +28,11 @@ if TYPE_CHECKING:
 
     from tests.standin import StandinServer
 
+pytestmark = pytest.mark.stores("standalone", "cluster")
+
 T = TypeVar("T")
 
 MODEL = "openai/gpt-4o-mini"
-USAGE_INBOX = "chat:usage:inbox"
 # The keep-alive interval of the module's second API: short, so tests stay fast.
 KEEPALIVE_SECONDS = 0.5
 # Silences several keep-alive intervals long; only a lower bound on their count is asserted.
@@ -321,7 +323,7 @@ def test_streamed_turn_usage_reaches_the_worker_inbox(
     done = stream_chat(client, api_key, "bill me", model=MODEL).terminal("done")
     plain = post_chat(client, api_key, "bill me", model=MODEL).json()
 
-    inbox = cast("list[bytes]", redis_client.lrange(USAGE_INBOX, 0, -1))
+    inbox = inbox_events(redis_client)
     events = [json.loads(raw) for raw in inbox]
     # Each names its session as Redis does: `<owner>:<session id>`.
     by_session = {event["session_id"].rpartition(":")[2]: event for event in events}

@@ -12,7 +12,13 @@ from redis.asyncio.connection import Connection
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from app.store.client import LuaScript, create_redis, hiredis_packing
+from app.store.client import BoundedRedis, LuaScript, create_redis, hiredis_packing
+
+
+def standalone(url: str, *, timeout_seconds: float, max_connections: int) -> BoundedRedis:
+    client = create_redis(url, timeout_seconds=timeout_seconds, max_connections=max_connections)
+    assert isinstance(client, BoundedRedis)
+    return client
 
 
 @pytest.mark.parametrize(
@@ -32,7 +38,7 @@ def test_commands_pack_as_redis_py_packs_them(args: tuple[bytes | str | int, ...
 
 def test_callers_beyond_the_pool_wait_their_turn(redis_url: str) -> None:
     async def run() -> tuple[list[object], int]:
-        client = create_redis(redis_url, timeout_seconds=5, max_connections=2)
+        client = standalone(redis_url, timeout_seconds=5, max_connections=2)
         try:
             # Each holds its connection for 0.2 s: ten of them need five rounds of two.
             held = [client.execute_command("BLPOP", "test:pool:empty", 0.2) for _ in range(10)]
@@ -52,7 +58,7 @@ def test_callers_beyond_the_pool_wait_their_turn(redis_url: str) -> None:
 
 def test_a_caller_that_waits_too_long_is_refused(redis_url: str) -> None:
     async def run() -> None:
-        client = create_redis(redis_url, timeout_seconds=0.3, max_connections=1)
+        client = standalone(redis_url, timeout_seconds=0.3, max_connections=1)
         script = LuaScript(client, "return 'served'")
         try:
             pool = client.connection_pool
@@ -77,7 +83,7 @@ def test_a_frozen_redis_fails_each_kind_of_call_within_the_deadline(redis_url: s
     async def run() -> list[float]:
         silent = await asyncio.start_server(_swallow, "127.0.0.1", 0)
         port = silent.sockets[0].getsockname()[1]
-        client = create_redis(f"redis://127.0.0.1:{port}", timeout_seconds=0.3, max_connections=2)
+        client = standalone(f"redis://127.0.0.1:{port}", timeout_seconds=0.3, max_connections=2)
         script = LuaScript(client, "return 1")
         took: list[float] = []
 
@@ -114,7 +120,7 @@ def test_a_connection_redis_closed_is_replaced(redis_url: str) -> None:
     admin = redis.Redis.from_url(redis_url)
 
     async def run() -> None:
-        client = create_redis(redis_url, timeout_seconds=2, max_connections=4)
+        client = standalone(redis_url, timeout_seconds=2, max_connections=4)
         try:
             await client.set("test:pool:value", "before")
             admin.client_kill_filter(_type="normal", skipme=True)
@@ -132,7 +138,7 @@ def test_callers_in_line_are_served_in_order_and_a_cancelled_one_loses_nothing(
     redis_url: str,
 ) -> None:
     async def run() -> tuple[list[int], int, int]:
-        client = create_redis(redis_url, timeout_seconds=5, max_connections=1)
+        client = standalone(redis_url, timeout_seconds=5, max_connections=1)
         pool = client.connection_pool
         served: list[int] = []
 
@@ -160,7 +166,7 @@ def test_a_script_redis_lost_is_loaded_again(redis_url: str) -> None:
     admin = redis.Redis.from_url(redis_url)
 
     async def run() -> list[object]:
-        client = create_redis(redis_url, timeout_seconds=2, max_connections=2)
+        client = standalone(redis_url, timeout_seconds=2, max_connections=2)
         script = LuaScript(client, "return {KEYS[1], ARGV[1]}")
         try:
             first = await script(keys=["test:script:key"], args=["one"])
@@ -180,7 +186,7 @@ def test_a_command_larger_than_the_socket_takes_at_once_is_sent_whole(redis_url:
     value = bytes(range(256)) * (64 * 1024)  # 16 MiB: the send waits for Redis to read
 
     async def run() -> bytes | None:
-        client = create_redis(redis_url, timeout_seconds=5, max_connections=1)
+        client = standalone(redis_url, timeout_seconds=5, max_connections=1)
         try:
             await client.set("test:pool:large", value)
             stored: bytes | None = await client.get("test:pool:large")
@@ -196,7 +202,7 @@ def test_a_script_runs_on_over_a_connection_redis_closed(redis_url: str) -> None
     admin = redis.Redis.from_url(redis_url)
 
     async def run() -> tuple[object, int]:
-        client = create_redis(redis_url, timeout_seconds=2, max_connections=2)
+        client = standalone(redis_url, timeout_seconds=2, max_connections=2)
         script = LuaScript(client, "return ARGV[1]")
         try:
             await script(keys=[], args=["before"])
@@ -214,7 +220,7 @@ def test_a_script_runs_on_over_a_connection_redis_closed(redis_url: str) -> None
 
 def test_a_script_error_is_raised_and_its_connection_serves_the_next(redis_url: str) -> None:
     async def run() -> tuple[object, int]:
-        client = create_redis(redis_url, timeout_seconds=2, max_connections=1)
+        client = standalone(redis_url, timeout_seconds=2, max_connections=1)
         failing = LuaScript(client, "return redis.error_reply('ERR refused by the script')")
         fine = LuaScript(client, "return 'served'")
         try:
@@ -233,7 +239,7 @@ def test_a_connection_closed_while_held_serves_no_one_after(redis_url: str) -> N
     write to the closed socket would raise a non-Redis error, which no retry covers."""
 
     async def run() -> tuple[object, object]:
-        client = create_redis(redis_url, timeout_seconds=1, max_connections=1)
+        client = standalone(redis_url, timeout_seconds=1, max_connections=1)
         killer = redis.asyncio.Redis.from_url(redis_url)
         pool = client.connection_pool
         script = LuaScript(client, "return ARGV[1]")

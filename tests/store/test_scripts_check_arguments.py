@@ -12,6 +12,8 @@ from app.store import keys
 from app.store.client import lua_script
 from app.store.sessions import commit_turn_script
 
+SHARD = keys.STANDALONE.shards[0]  # a standalone Redis's only shard
+
 if TYPE_CHECKING:
     import redis
 
@@ -29,10 +31,10 @@ def commit(client: redis.Redis, session_id: str, **args: str) -> object:
         session.messages,
         session.turns,
         session.usage,
-        keys.ALL_SESSIONS,
-        keys.owner_sessions("owner"),
-        keys.USAGE_INBOX,
-        keys.OWNERS,
+        SHARD.all_sessions,
+        keys.STANDALONE.owner_sessions("owner"),
+        SHARD.usage_inbox,
+        SHARD.owners,
         keys.owner_limit("owner"),
         keys.owner_holds("owner"),
         session_id, "owner", "turn-1", "1764720000000", given["ttl"], given["cap"], "m", "t",
@@ -68,7 +70,11 @@ def test_a_commit_with_a_bad_argument_writes_nothing(
 
 def test_a_pass_through_with_a_bad_count_writes_nothing(redis_client: redis.Redis) -> None:
     script = lua_script("pass_through.lua", after=("settle.lua",))
-    inbox, limit, holds = keys.USAGE_INBOX, keys.owner_limit("owner"), keys.owner_holds("owner")
+    inbox, limit, holds = (
+        SHARD.usage_inbox,
+        keys.owner_limit("owner"),
+        keys.owner_holds("owner"),
+    )
     for tokens, cost in [(str(2**64), "0"), ("7", str(2**64)), ("7", "-1")]:
         with pytest.raises(redis_lib.ResponseError, match="pass_through"):
             redis_client.eval(script, 3, inbox, limit, holds, '{"model": "m"}', "t", tokens, cost)

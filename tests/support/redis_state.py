@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    import redis
+import redis
+
+from app.store import keys
 
 _SESSION_KEY = re.compile(rb"^chat:\{([^}]*)\}:(meta|messages|turns|usage)$")
 ALL_SESSIONS = b"chat:sessions"
@@ -78,3 +79,18 @@ def broken_turns(r: redis.Redis) -> list[str]:
         if client.zscore(owner_index, sid) is None:
             problems.append(f"{name}: missing from its owner's index")
     return problems
+
+
+def layout_for(r: Any) -> keys.Layout:
+    """The key layout the API uses on the store `r` is a client of."""
+    return keys.CLUSTER if isinstance(r, redis.RedisCluster) else keys.STANDALONE
+
+
+def inbox_events(r: Any) -> list[bytes]:
+    """The usage events waiting for the worker, in every shard's inbox."""
+    return [event for shard in layout_for(r).shards for event in r.lrange(shard.usage_inbox, 0, -1)]
+
+
+def indexed_sessions(r: Any) -> int:
+    """The entries of the all-sessions index, over its shards."""
+    return sum(int(r.zcard(shard.all_sessions)) for shard in layout_for(r).shards)

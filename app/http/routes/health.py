@@ -13,6 +13,7 @@ from app import __version__
 from app.http.services import Services
 from app.schemas import Health
 from app.store import keys
+from app.store.client import BoundedRedisCluster, StoreRedis
 from app.store.heartbeat import worker_state
 
 
@@ -40,10 +41,7 @@ async def health(services: NamedDependency[Services]) -> Response[Health]:
     """
     draining = services.drain.draining
     try:
-        async with services.redis.pipeline(transaction=False) as pipe:
-            pipe.ping()
-            pipe.get(keys.WORKER_HEARTBEAT)
-            _, beat = await pipe.execute()
+        beat = await ping_and_beat(services.redis)
     except RedisError as exc:
         return Response(
             Health(
@@ -63,3 +61,16 @@ async def health(services: NamedDependency[Services]) -> Response[Health]:
         ),
         status_code=503 if draining else 200,
     )
+
+
+async def ping_and_beat(redis: StoreRedis) -> bytes | None:
+    """PING Redis (every master of a cluster) and read the worker's heartbeat."""
+    if isinstance(redis, BoundedRedisCluster):
+        await redis.ping(target_nodes=BoundedRedisCluster.PRIMARIES)
+        beat: bytes | None = await redis.get(keys.WORKER_HEARTBEAT)
+        return beat
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.ping()
+        pipe.get(keys.WORKER_HEARTBEAT)
+        _, beat = await pipe.execute()
+    return beat

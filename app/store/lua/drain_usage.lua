@@ -3,12 +3,13 @@
 -- retried. Every event is checked before anything of it is written; one that cannot be applied
 -- goes whole, with its reason, to the dead-letter list, so one bad event never jams the rest.
 -- Session and metrics keys are derived from the events (one Redis, not a cluster).
--- KEYS: usage inbox, dead-letter list
--- ARGV: batch size, key prefix, metrics retention (ms), dead-letter cap
+-- KEYS: usage inbox, dead-letter list (its count: the list's name and ':count')
+-- ARGV: batch size, key prefix, metrics retention (ms), dead-letter cap, the shard's suffix
+--       ('' on a standalone Redis: app.store.keys.Shard)
 -- Returns {events applied, events set aside}
 local inbox, dead = KEYS[1], KEYS[2]
 local batch, prefix, retention = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
-local dead_cap = tonumber(ARGV[4])
+local dead_cap, suffix = tonumber(ARGV[4]), ARGV[5] or ''
 
 local raw_events = redis.call('LRANGE', inbox, 0, batch - 1)
 local applied, set_aside = 0, 0
@@ -92,7 +93,7 @@ local function add_session_usage(event)
 end
 
 local function apply(event)
-  local day_key = prefix .. ':metrics:' .. event.day
+  local day_key = prefix .. ':metrics:' .. event.day .. suffix
   local field = event.model .. '|'
   local status = given(event.status) or 200
   redis.call('HINCRBY', day_key, field .. 'requests', 1)
