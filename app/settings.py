@@ -79,6 +79,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, rename="upper"):
 
     # Redis.
     redis_timeout_seconds: PositiveFloat = 0.5
+    # A turn is answered once this many replicas have its commit (WAIT): it then survives the
+    # loss of its master.
+    redis_wait_replicas: Annotated[int, Meta(ge=0, le=16)] = 0
     redis_max_connections: PositiveInt = 128
 
     # Web.

@@ -88,7 +88,10 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         try:
             upstream = openrouter_client(settings, transport)
             store = SessionStore(
-                redis, ttl_ms=settings.session_ttl_ms, history_cap=settings.history_cap
+                redis,
+                ttl_ms=settings.session_ttl_ms,
+                history_cap=settings.history_cap,
+                wait_replicas=settings.redis_wait_replicas,
             )
             catalog = ModelCatalog(
                 redis,

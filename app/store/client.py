@@ -17,7 +17,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.connection import HiredisRespSerializer
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.clock import DAY_MS
@@ -134,6 +134,7 @@ def create_redis(
     pool = TurnPool.from_url(url, max_connections=max_connections, **options)
     client = BoundedRedis(connection_pool=pool)
     client.deadline_seconds = timeout_seconds
+    client.wait_timeout_ms = wait_ms(timeout_seconds)
     client.auto_close_connection_pool = True  # closing the client closes the pool too
     return client
 
@@ -146,10 +147,22 @@ def cluster_client(
     first, *others = (part.strip() for part in urls.split(",") if part.strip())
     startup = [ClusterNode(*_host_port(other)) for other in others]
     client: BoundedRedisCluster = BoundedRedisCluster.from_url(
-        first, startup_nodes=startup, max_connections=max_connections, **options
+        first,
+        startup_nodes=startup,
+        max_connections=max_connections,
+        # Each send and read bounded by redis-py too: a cluster pipeline cancelled in the
+        # middle of a read keeps its connection out of the node's pool for good, one that
+        # times out gives it back. The deadline stays, as the bound of the whole call.
+        socket_timeout=timeout_seconds,
+        **options,
     )
-    client.deadline_seconds = timeout_seconds
+    client.deadline_seconds = timeout_seconds * CLUSTER_DEADLINES
+    client.wait_timeout_ms = wait_ms(timeout_seconds)
     return client
+
+
+# A cluster call's deadline, in socket timeouts: a MOVED, a retry and the reply fit in it.
+CLUSTER_DEADLINES = 3
 
 
 def _host_port(url: str) -> tuple[str, int]:
@@ -165,6 +178,24 @@ async def within(seconds: float, call: Awaitable[T]) -> T:
             return await call
     except TimeoutError:
         raise RedisTimeoutError(f"Redis did not answer within {seconds:g} s") from None
+    except (RuntimeError, AttributeError, RedisClusterException) as exc:
+        if not _connection_lost(exc):
+            raise
+        raise RedisConnectionError(f"the connection to Redis was lost: {exc}") from exc
+
+
+def _connection_lost(exc: Exception) -> bool:
+    """Whether `exc` is a connection lost in the middle of a call, which redis-py does not
+    make a ConnectionError: uvloop refuses a write on a socket Redis closed with a
+    RuntimeError (asyncio raises an OSError); the cluster client, when it loses a node,
+    closes every connection at once, in-flight calls' included, whose next step then finds
+    no socket, and may find no node to learn the new map from while the cluster fails over."""
+    text = str(exc)
+    if isinstance(exc, RuntimeError):
+        return "closed" in text
+    if isinstance(exc, AttributeError):
+        return "'NoneType' object has no attribute" in text
+    return "connect" in text
 
 
 class BoundedRedis(Redis):
@@ -176,6 +207,7 @@ class BoundedRedis(Redis):
     """
 
     deadline_seconds: float = 1.0
+    wait_timeout_ms: int = 500
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         call = super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
@@ -203,6 +235,7 @@ class BoundedRedisCluster(RedisCluster):
     `BoundedRedis` is."""
 
     deadline_seconds: float = 1.0
+    wait_timeout_ms: int = 500
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         return await within(self.deadline_seconds, super().execute_command(*args, **kwargs))
@@ -218,6 +251,11 @@ class BoundedClusterPipeline(ClusterPipeline):
     nodes at once, within the client's deadline."""
 
     deadline_seconds: float = 1.0
+
+    async def __aenter__(self) -> BoundedClusterPipeline:
+        # Entering may learn the cluster's map first: a call to Redis like any other.
+        await within(self.deadline_seconds, super().__aenter__())
+        return self
 
     async def execute(
         self, raise_on_error: bool = True, allow_redirections: bool = True
@@ -247,42 +285,90 @@ class LuaScript:
         self._text = text
         self.sha = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
 
-    async def __call__(self, *, keys: Sequence[str], args: Sequence[str | bytes | int]) -> Any:
+    async def __call__(
+        self, *, keys: Sequence[str], args: Sequence[str | bytes | int], replicas: int = 0
+    ) -> Any:
+        """The script's reply. With `replicas`, once that many replicas have its writes
+        (`WAIT`, on the same connection, in the same round trip), else `NotReplicated`."""
         command = ("EVALSHA", self.sha, len(keys), *keys, *args)
         try:
-            return await self._run(command)
+            return await self._run(command, keys[0] if keys else "", replicas)
         except NoScriptError:
             # On a cluster, redis-py loads it on every master.
             await self._redis.execute_command("SCRIPT LOAD", self._text)
-            return await self._run(command)
+            return await self._run(command, keys[0] if keys else "", replicas)
 
-    async def _run(self, command: tuple[Any, ...]) -> Any:
+    async def _run(self, command: tuple[Any, ...], first_key: str, replicas: int) -> Any:
         """The command on a pooled connection, retried as the client retries its commands,
         without the client's layers around it: option parsing, response callbacks and three
         more coroutines a call, for a reply that needs none of them. On a cluster, the
         client sends it to the master of its keys' slot."""
         redis = self._redis
+        wait = ("WAIT", replicas, redis.wait_timeout_ms) if replicas else None
         if isinstance(redis, BoundedRedisCluster):
-            return await redis.execute_command(*command)
+            if wait is None:
+                return await redis.execute_command(*command)
+            return await _run_replicated_on_cluster(redis, command, first_key, wait)
         pool = cast("ConnectionPool", redis.connection_pool)
-        return await within(redis.deadline_seconds, _run_on_pool(pool, command))
+        return await within(redis.deadline_seconds, _run_on_pool(pool, command, wait))
 
 
-async def _run_on_pool(pool: ConnectionPool, command: tuple[Any, ...]) -> Any:
+def wait_ms(timeout_seconds: float) -> int:
+    """How long a commit waits for its replicas: half of REDIS_TIMEOUT_SECONDS, so that a
+    slow replica is told apart from a Redis that does not answer."""
+    return max(int(timeout_seconds * 500), 1)
+
+
+class NotReplicated(RedisError):
+    """A write that fewer replicas than REDIS_WAIT_REPLICAS acknowledged in time: it may not
+    survive the loss of its master, so the turn is not answered as saved."""
+
+
+def _replicated(reply: Any, acked: Any, wait: tuple[str, int, int]) -> Any:
+    if int(acked) < wait[1]:
+        raise NotReplicated(f"{acked} of {wait[1]} replicas acknowledged within {wait[2]} ms")
+    return reply
+
+
+async def _run_replicated_on_cluster(
+    redis: BoundedRedisCluster, command: tuple[Any, ...], key: str, wait: tuple[str, int, int]
+) -> Any:
+    # One pipeline to the key's master: the script and WAIT share its connection.
+    node = redis.get_node_from_key(key)
+    async with redis.pipeline() as pipe:
+        pipe.execute_command(*command)
+        pipe.execute_command(*wait, target_nodes=node)
+        reply, acked = await pipe.execute()
+    return _replicated(reply, acked, wait)
+
+
+async def _run_on_pool(
+    pool: ConnectionPool, command: tuple[Any, ...], wait: tuple[str, int, int] | None
+) -> Any:
     connection = await pool.get_connection()
     try:
         return await connection.retry.call_with_retry(
-            lambda: _send_and_read(connection, command),
+            lambda: _send_and_read(connection, command, wait),
             lambda error: _drop_or_raise(connection, error),
         )
     finally:
         await pool.release(connection)
 
 
-async def _send_and_read(connection: AbstractConnection, command: tuple[Any, ...]) -> Any:
+async def _send_and_read(
+    connection: AbstractConnection, command: tuple[Any, ...], wait: tuple[str, int, int] | None
+) -> Any:
     # No health check to skip: the pool's connections have no health_check_interval.
-    await connection.send_packed_command(connection.pack_command(*command), check_health=False)
-    return await connection.read_response()
+    if wait is None:
+        await connection.send_packed_command(connection.pack_command(*command), False)
+        return await connection.read_response()
+    await connection.send_packed_command(connection.pack_commands([command, wait]), False)
+    try:
+        reply = await connection.read_response()
+    except ResponseError:
+        await connection.read_response()  # WAIT's, so the connection is left with none
+        raise
+    return _replicated(reply, await connection.read_response(), wait)
 
 
 async def _drop_or_raise(connection: AbstractConnection, error: BaseException) -> None:

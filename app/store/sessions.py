@@ -128,8 +128,11 @@ class SessionStore:
     (`commit_session.lua`). Each is a no-op when replayed.
     """
 
-    def __init__(self, redis: StoreRedis, *, ttl_ms: int, history_cap: int) -> None:
+    def __init__(
+        self, redis: StoreRedis, *, ttl_ms: int, history_cap: int, wait_replicas: int = 0
+    ) -> None:
         self._redis = redis
+        self._wait_replicas = wait_replicas
         self._layout = layout_of(redis)
         self._ttl_ms = ttl_ms
         self._history_cap = history_cap
@@ -216,7 +219,9 @@ class SessionStore:
                 turn.usage_record or b"",
                 spent,
             )
-            _, count = await self._commit_session(keys=list(k), args=args)
+            _, count = await self._commit_session(
+                keys=list(k), args=args, replicas=self._wait_replicas
+            )
         else:
             _, count, tokens_today, spent_today = await self._commit(
                 keys=[
@@ -229,6 +234,7 @@ class SessionStore:
                     keys.owner_holds(turn.owner),
                 ],
                 args=args,
+                replicas=self._wait_replicas,
             )
         day = (int(tokens_today), int(spent_today)) if tokens_today >= 0 else None
         return Committed(int(count), day)

@@ -44,10 +44,10 @@ class ClusterNode(RedisServer):
 
 
 class RedisClusterServer:
-    """Six nodes: `masters` hold the slots in equal ranges, each with one replica."""
+    """`masters` nodes holding the slots in equal ranges, each with `replicas` replicas."""
 
-    def __init__(self, masters: int = 3) -> None:
-        self.nodes = [ClusterNode() for _ in range(masters * 2)]
+    def __init__(self, masters: int = 3, replicas: int = 1) -> None:
+        self.nodes = [ClusterNode() for _ in range(masters * (1 + replicas))]
         self.masters = masters
 
     @property
@@ -68,9 +68,8 @@ class RedisClusterServer:
             for node in self.nodes[1:]:
                 _command(clients[0], "CLUSTER", "MEET", "127.0.0.1", node.port, node.bus_port)
             self._wait(lambda: all(len(_nodes(c)) == len(self.nodes) for c in clients), "meet")
-            for index in range(self.masters):
-                master_id = _myid(clients[index])
-                replica = clients[self.masters + index]
+            for index, replica in enumerate(clients[self.masters :]):
+                master_id = _myid(clients[index % self.masters])
                 self._wait(lambda r=replica, m=master_id: _knows(r, m), "gossip")
                 _command(replica, "CLUSTER", "REPLICATE", master_id)
             self.wait_healthy()
@@ -86,9 +85,26 @@ class RedisClusterServer:
                 with node.client() as client:
                     if b"cluster_state:ok" not in _command(client, "CLUSTER", "INFO"):
                         return False
+                    replication = _command(client, "INFO", "replication")
+                    if replication.get("role") == "slave" and (
+                        replication.get("master_link_status") != "up"
+                    ):
+                        return False
             return True
 
         self._wait(healthy, "cluster_state:ok", timeout)
+
+    def kill(self, node: ClusterNode) -> None:
+        """SIGKILL: the node is gone at once, as a crashed machine is."""
+        assert node.process is not None
+        node.process.kill()
+        node.process.wait()
+        node.process = None
+
+    def wait_failover(self, key: str, lost: ClusterNode, timeout: float = 30.0) -> ClusterNode:
+        """Once a replica serves `key`'s slot in place of the `lost` master: that replica."""
+        self._wait(lambda: self.master_of(key) is not lost, "a promoted replica", timeout)
+        return self.master_of(key)
 
     def running(self) -> list[ClusterNode]:
         return [node for node in self.nodes if node.process is not None]
