@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, cast
 import httpx
 import pytest
 
-from tests.conftest import base_env, bearer
+from tests.conftest import Store, base_env, bearer
 from tests.e2e.test_worker import (
     WorkerPool,
     chat,
@@ -19,6 +19,7 @@ from tests.e2e.test_worker import (
 )
 from tests.support.processes import WebProcess
 from tests.support.redis_server import free_port
+from tests.support.redis_state import layout_for
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     import redis
 
     from tests.standin import StandinServer
+
+pytestmark = pytest.mark.stores("standalone", "cluster")
 
 TOKEN = "admin-" + secrets.token_hex(16)
 ROUTES = [
@@ -37,9 +40,9 @@ ROUTES = [
 
 
 @pytest.fixture(scope="module")
-def admin_api(redis_url: str, standin: StandinServer) -> Iterator[WebProcess]:
+def admin_api(store: Store, standin: StandinServer) -> Iterator[WebProcess]:
     """The API with ADMIN_TOKEN set; shared by this module's tests."""
-    with WebProcess({**base_env(redis_url, standin), "ADMIN_TOKEN": TOKEN}, free_port()) as web:
+    with WebProcess({**base_env(store, standin), "ADMIN_TOKEN": TOKEN}, free_port()) as web:
         yield web
 
 
@@ -106,7 +109,7 @@ def test_admin_lists_every_owners_sessions_by_last_activity(
     assert owners[first] == owners[third] != owners[second]
     for summary in page["sessions"]:
         # The owner shown is the one in the key an operator reads with redis-cli.
-        index = f"chat:owner:{summary['owner']}:sessions"
+        index = layout_for(redis_client).owner_sessions(summary["owner"])
         assert redis_client.zscore(index, summary["session_id"]) is not None
         assert summary["owner"] == owner_of(redis_client, summary["session_id"])
     assert page["sessions"][0]["message_count"] == 4
@@ -139,6 +142,7 @@ def test_admin_reads_any_session(
     ]  # fmt: skip
 
 
+@pytest.mark.stores("standalone")  # the worker runs on one Redis
 def test_admin_delete_removes_every_key_and_index_entry(
     admin: httpx.Client,
     api_key: str,
@@ -165,8 +169,9 @@ def test_admin_delete_removes_every_key_and_index_entry(
     [tombstone] = session_keys(redis_client, doomed)
     assert tombstone.endswith(b":deleted")
     assert 0 < cast("int", redis_client.pttl(tombstone)) <= 120_000
-    assert redis_client.zscore("chat:sessions", f"{owner}:{doomed}") is None
-    assert redis_client.zscore(f"chat:owner:{owner}:sessions", doomed) is None
+    layout = layout_for(redis_client)
+    assert redis_client.zscore(layout.shard(owner).all_sessions, f"{owner}:{doomed}") is None
+    assert redis_client.zscore(layout.owner_sessions(owner), doomed) is None
     assert admin.get(f"/sessions/{doomed}", headers=bearer(api_key)).status_code == 404
     path = f"/admin/sessions/{owner}/{doomed}"
     assert admin.get(path, headers=bearer(TOKEN)).status_code == 404
