@@ -318,3 +318,20 @@ def test_every_script_of_the_worker_touches_one_slot(
     assert any(key.startswith("chat:sessions:{") for key in touched)
     assert any(key.startswith("chat:owners:{") for key in touched)
     assert any(key.startswith("chat:owner:{") for key in touched)
+
+
+def test_applied_events_leave_the_pending_list_whoever_dropped_some_first(
+    store: Store, redis_client: Any
+) -> None:
+    """A worker drops what it applied: the list's head as it read it, or what is left of it
+    once another worker dropped part of it; never an event it did not apply."""
+    drop = redis_client.register_script(lua_script("drop_pending.lua"))
+    pending = keys.CLUSTER.shards[3].usage_pending
+    entries = [f"{seq} {{}}".encode() for seq in range(1, 7)]
+    redis_client.rpush(pending, *entries)
+    assert drop(keys=[pending], args=entries[:2]) == 2  # the head, as read
+    assert redis_client.lrange(pending, 0, -1) == entries[2:]
+    # A second worker read entries 1 to 4, and the first dropped 3 meanwhile.
+    assert drop(keys=[pending], args=[entries[2]]) == 1
+    assert drop(keys=[pending], args=entries[:4]) == 1
+    assert redis_client.lrange(pending, 0, -1) == entries[4:]
