@@ -16,6 +16,8 @@ from app.store.client import LuaScript, StoreRedis, layout_of, lua_script
 logger = logging.getLogger("workers.pruning")
 
 BATCH_SIZE = 200
+# The functions every prune script shares.
+PRUNE_LUA = ("prune_steps.lua",)
 
 
 class PruneReport(msgspec.Struct, kw_only=True):
@@ -34,7 +36,13 @@ class PruneReport(msgspec.Struct, kw_only=True):
 class Pruner:
     """Removes sessions idle longer than the session TTL; evicts the least recently active
     sessions of an owner beyond `per_owner`, then, beyond `max_sessions`, those of the owners
-    holding the most: one caller filling Redis evicts its own sessions, not everyone's."""
+    holding the most: one caller filling Redis evicts its own sessions, not everyone's.
+
+    On a Redis Cluster each session is deleted in its slot (only if still idle, as on one
+    Redis), then its index entries in theirs, each only while its score says idle: a session
+    active again meanwhile keeps them. A crash between leaves index entries of a deleted
+    session, which the next run drops as those of an expired one.
+    """
 
     def __init__(
         self,
@@ -49,7 +57,9 @@ class Pruner:
         self._ttl_ms = ttl_ms
         self._max_sessions = max_sessions
         self._per_owner = per_owner
-        self._prune = LuaScript(redis, lua_script("prune_sessions.lua"))
+        self._prune = LuaScript(redis, lua_script("prune_sessions.lua", after=PRUNE_LUA))
+        self._prune_one = LuaScript(redis, lua_script("prune_session.lua", after=PRUNE_LUA))
+        self._unindex = LuaScript(redis, lua_script("unindex_idle.lua"))
         self._prune_owners = LuaScript(redis, lua_script("prune_owner_indexes.lua"))
         self._migrate = LuaScript(redis, lua_script("migrate_sessions.lua"))
         self._migrated = False
@@ -57,7 +67,7 @@ class Pruner:
     async def run(self) -> PruneReport:
         started = time.perf_counter()
         report = PruneReport()
-        if not self._migrated:
+        if not self._migrated and not self._layout.cluster:  # the old layout was never on one
             report.migrated = await self._migrate_old_layout()
             self._migrated = True
         cutoff = now_ms() - self._ttl_ms
@@ -93,10 +103,43 @@ class Pruner:
         return moved
 
     async def _delete(self, shard: keys.Shard, cutoff: int, refs: list[bytes]) -> tuple[int, int]:
+        """Delete the sessions `refs` still idle since `cutoff`, and drop their index entries
+        and those of expired ones: (sessions deleted, index entries of expired ones)."""
+        if self._layout.cluster:
+            return await self._delete_in_steps(shard, cutoff, refs)
         deleted, orphans = await self._prune(
             keys=[shard.all_sessions], args=[keys.PREFIX, cutoff, *refs]
         )
         return int(deleted), int(orphans)
+
+    async def _delete_in_steps(
+        self, shard: keys.Shard, cutoff: int, refs: list[bytes]
+    ) -> tuple[int, int]:
+        """`_delete` on a Redis Cluster: each session in its slot, then its index entries."""
+        deleted, orphans = 0, 0
+        gone: list[bytes] = []
+        by_owner: dict[str, list[str]] = {}
+        for ref in refs:
+            pruned = int(
+                await self._prune_one(keys=list(keys.session_keys(ref.decode())), args=[cutoff])
+            )
+            if not pruned:
+                continue  # a turn came after the pick
+            gone.append(ref)
+            if pruned == 2:
+                # Expired: its owner's index entry goes with the owner-index pass, as on one
+                # Redis.
+                orphans += 1
+                continue
+            deleted += 1
+            owner, session_id = keys.split_ref(ref.decode())
+            by_owner.setdefault(owner, []).append(session_id)
+        if gone:
+            await self._unindex(keys=[shard.all_sessions], args=[cutoff, *gone])
+            for owner, session_ids in by_owner.items():
+                index = self._layout.owner_sessions(owner)
+                await self._unindex(keys=[index], args=[cutoff, *session_ids])
+        return deleted, orphans
 
     async def _prune_idle(self, cutoff: int, report: PruneReport) -> None:
         """Sessions whose last activity is older than the TTL, and their index entries."""
@@ -188,9 +231,28 @@ class Pruner:
                 )
                 if not owners:
                     break
-                dropped, forgotten = await self._prune_owners(
-                    keys=[shard.owners], args=[keys.PREFIX, cutoff, *owners]
-                )
+                if self._layout.cluster:
+                    dropped, forgotten = await self._prune_owners_in_steps(shard, cutoff, owners)
+                else:
+                    dropped, forgotten = await self._prune_owners(
+                        keys=[shard.owners], args=[keys.PREFIX, cutoff, *owners]
+                    )
                 report.owner_index_entries += int(dropped)
                 report.owners_forgotten += int(forgotten)
                 start += BATCH_SIZE - int(forgotten)
+
+    async def _prune_owners_in_steps(
+        self, shard: keys.Shard, cutoff: int, owners: list[bytes]
+    ) -> tuple[int, int]:
+        """prune_owner_indexes.lua on a Redis Cluster: each owner's index in its slot, then
+        the owners whose index is gone out of the shard's, unless active again meanwhile."""
+        dropped = 0
+        forgotten: list[bytes] = []
+        for owner in owners:
+            index = self._layout.owner_sessions(owner.decode())
+            dropped += int(await self._redis.zremrangebyscore(index, "-inf", cutoff))
+            if not await self._redis.exists(index):
+                forgotten.append(owner)
+        if not forgotten:
+            return dropped, 0
+        return dropped, int(await self._unindex(keys=[shard.owners], args=[cutoff, *forgotten]))

@@ -101,6 +101,7 @@ class WorkerSettings:
     # Under a second from a turn to its usage in the metrics.
     poll_delay = 0.25
     # On SIGTERM a running job may finish; one cut short leaves its work in Redis (every job
-    # commits in one script), so the next run picks it up.
+    # commits in one script, or on a cluster in steps that the next run resumes without
+    # counting twice), so the next run picks it up.
     job_completion_wait = round(settings.shutdown_grace_seconds)
     health_check_interval = 30

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from redis.exceptions import RedisError
 
 from app.ops.logs import configure_logging
-from app.settings import SettingsError, load_settings
+from app.settings import load_settings
 from app.store import keys
 from app.store.client import create_redis
 from app.store.estimates import EstimateQueue
@@ -36,13 +36,6 @@ async def startup(ctx: dict[str, Any]) -> None:
     settings = load_settings()
     # Here, not at import: arq's CLI installs its own logging config after the import.
     configure_logging(settings.log_level, settings.effective_log_format)
-    if settings.redis_cluster:
-        # Its scripts derive session keys from the events, in other slots than their own.
-        raise SettingsError(
-            "the worker does not run on a Redis Cluster yet (REDIS_CLUSTER=true): its usage "
-            "drain, pruning and corrections need a standalone Redis; see the README's Redis "
-            "Cluster section"
-        )
     if settings.log_level != "DEBUG":
         # arq logs every job start and end; one a second for the usage drain.
         logging.getLogger("arq.worker").setLevel(logging.WARNING)

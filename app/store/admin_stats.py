@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from app.schemas import CallStats, DayStats, Stats
 from app.store import keys
@@ -39,14 +39,25 @@ def day_stats(day: str, fields: dict[bytes, bytes]) -> DayStats:
 
 
 async def usage_counts(redis: StoreRedis) -> tuple[int, int]:
-    """The usage events waiting in the inboxes, and those ever set aside as dead."""
-    shards = layout_of(redis).shards
+    """The usage events waiting in the inboxes (and, on a cluster, in the pending lists), and
+    those ever set aside as dead."""
+    layout = layout_of(redis)
     async with redis.pipeline(transaction=False) as pipe:
-        for shard in shards:
+        for shard in layout.shards:
             pipe.llen(shard.usage_inbox)
             pipe.get(shard.usage_dead_count)
+        _count_pending(pipe, layout)
         replies = await pipe.execute()
-    return sum(replies[::2]), sum(int(dead or 0) for dead in replies[1::2])
+    counts, pending = replies[: 2 * len(layout.shards)], replies[2 * len(layout.shards) :]
+    return sum(counts[::2]) + sum(pending), sum(int(dead or 0) for dead in counts[1::2])
+
+
+def _count_pending(pipe: Any, layout: keys.Layout) -> None:
+    """On a cluster, the drained events not yet in their sessions' usage (workers.usage_drain)
+    are waiting too; a standalone Redis has none."""
+    if layout.cluster:
+        for shard in layout.shards:
+            pipe.llen(shard.usage_pending)
 
 
 async def read_stats(redis: StoreRedis, *, days: int) -> Stats:
@@ -64,9 +75,11 @@ async def read_stats(redis: StoreRedis, *, days: int) -> Stats:
             pipe.llen(shard.usage_inbox)
             pipe.get(shard.usage_dead_count)
         pipe.get(keys.WORKER_HEARTBEAT)
+        _count_pending(pipe, layout_of(redis))
         replies = await pipe.execute()
     per_shard_day = len(names) * len(shards)
-    counts, beat = replies[per_shard_day:-1], replies[-1]
+    beat_at = per_shard_day + 3 * len(shards)
+    counts, beat, pending = replies[per_shard_day:beat_at], replies[beat_at], replies[beat_at + 1 :]
     per_day = []
     for index in range(len(names)):
         merged: dict[bytes, bytes] = {}
@@ -77,7 +90,7 @@ async def read_stats(redis: StoreRedis, *, days: int) -> Stats:
     return Stats(
         days=[day_stats(day, fields) for day, fields in zip(names, per_day, strict=True)],
         sessions=sum(counts[0::3]),
-        usage_backlog=sum(counts[1::3]),
+        usage_backlog=sum(counts[1::3]) + sum(pending),
         usage_dead=sum(int(dead or 0) for dead in counts[2::3]),
         worker=worker_state(beat, time.time()),
     )

@@ -5,6 +5,12 @@ In server-key mode the worker later asks OpenRouter what the generation really c
 /generation?id=`), a few seconds after, when the record is there, and corrects the owner's day
 by the difference (`lua/correct_spend.lua`). Each estimate is corrected once, whichever worker
 gets to it; one that OpenRouter never reports is dropped after `MAX_TRIES`.
+
+On a Redis Cluster the estimate (in its shard's slot) and the owner's day (in the owner's) are
+two steps: the worker claims the estimate with a ZREM, then corrects the day
+(`lua/correct_owner_spend.lua`). A worker that dies between them loses that one correction:
+the owner's day keeps the estimate, as for a generation OpenRouter never reported. Claiming
+first is what keeps a correction from counting twice.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ from app.clock import now_ms
 from app.store import keys
 from app.store.client import LuaScript, StoreRedis, awaited, layout_of, lua_script
 
+# The functions every correction script shares.
+CORRECT_LUA = ("correct_steps.lua",)
 # OpenRouter's record of a generation is not there at once: 404 until it is indexed.
 FIRST_TRY_MS = 5_000
 MAX_TRIES = 6
@@ -42,7 +50,10 @@ class EstimateQueue:
     def __init__(self, redis: StoreRedis) -> None:
         self._redis = redis
         self._layout = layout_of(redis)
-        self._correct = LuaScript(redis, lua_script("correct_spend.lua"))
+        self._correct = LuaScript(redis, lua_script("correct_spend.lua", after=CORRECT_LUA))
+        self._correct_owner = LuaScript(
+            redis, lua_script("correct_owner_spend.lua", after=CORRECT_LUA)
+        )
 
     async def add(self, estimate: Estimate) -> None:
         due = now_ms() + FIRST_TRY_MS * 2**estimate.tries
@@ -73,8 +84,11 @@ class EstimateQueue:
     async def correct(self, member: bytes, estimate: Estimate, tokens: int, micro_usd: int) -> bool:
         """Replace the estimate by what OpenRouter reports, in the owner's day it was counted
         in (a day gone by is left as it was). False when another worker did it already."""
-        applied = await self._correct(
-            keys=[self._queue(estimate.owner), keys.owner_limit(estimate.owner)],
-            args=[member, estimate.day, tokens - estimate.tokens, micro_usd - estimate.micro_usd],
-        )
-        return bool(applied)
+        queue, limit = self._queue(estimate.owner), keys.owner_limit(estimate.owner)
+        delta = [estimate.day, tokens - estimate.tokens, micro_usd - estimate.micro_usd]
+        if not self._layout.cluster:
+            return bool(await self._correct(keys=[queue, limit], args=[member, *delta]))
+        if not await awaited(self._redis.zrem(queue, member)):
+            return False  # another worker claimed it
+        await self._correct_owner(keys=[limit], args=delta)
+        return True

@@ -29,7 +29,9 @@ class SessionKeys(NamedTuple):
     meta: str  # hash: owner, created, updated, model, title, system_prompt, counters
     messages: str  # list: one JSON object per message, oldest first
     turns: str  # list: ids of the latest committed turns, so a retried commit applies once
-    usage: str  # hash: usage totals, written by the worker
+    # hash: usage totals, written by the worker (on a cluster also `applied_seq`: the sequence
+    # number of the last pending event counted, lua/apply_session_usage.lua)
+    usage: str
 
     @property
     def deleted(self) -> str:
@@ -121,6 +123,11 @@ class Shard(NamedTuple):
     # Sorted set (cluster only): turn ids recorded in the last SETTLED_MS -> ms, so a replayed
     # record of a turn (lua/record_turn.lua) adds nothing.
     recorded: str
+    # List (cluster only): drained usage events of sessions, `<seq> <event>`, waiting to be
+    # applied in their sessions' slots (lua/drain_usage_shard.lua), oldest first.
+    usage_pending: str
+    # String (cluster only): the last sequence number given to a pending event.
+    usage_pending_seq: str
     suffix: str
 
     def daily_metrics(self, day: str) -> str:
@@ -137,6 +144,8 @@ def _shard(suffix: str) -> Shard:
         usage_dead_count=f"{PREFIX}:usage:dead{suffix}:count",
         usage_estimated=f"{PREFIX}:usage:estimated{suffix}",
         recorded=f"{PREFIX}:usage:recorded{suffix}",
+        usage_pending=f"{PREFIX}:usage:pending{suffix}",
+        usage_pending_seq=f"{PREFIX}:usage:pending{suffix}:seq",
         suffix=suffix,
     )
 

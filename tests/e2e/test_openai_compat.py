@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     import redis
 
+    from tests.conftest import Store
     from tests.standin import StandinServer
     from tests.support.processes import WebProcess
 
@@ -648,16 +649,15 @@ def test_a_chat_session_continues_through_v1_and_a_failed_turn_stores_nothing(
     ]
 
 
-@pytest.mark.stores("standalone")  # the worker runs on one Redis
 def test_the_worker_counts_pass_through_turns_in_the_daily_metrics(
-    sdk: openai.OpenAI, redis_url: str, standin: StandinServer, redis_client: redis.Redis
+    sdk: openai.OpenAI, store: Store, standin: StandinServer, redis_client: redis.Redis
 ) -> None:
     replies = [
         sdk.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": text}])
         for text in ("one", "two words")
     ]
 
-    with WorkerPool(base_env(redis_url, standin)) as pool:
+    with WorkerPool(base_env(store, standin)) as pool:
         pool.start()
 
         def counted() -> dict[str, float]:
@@ -667,7 +667,7 @@ def test_the_worker_counts_pass_through_turns_in_the_daily_metrics(
         totals = wait_for(counted, timeout=20, what="two pass-through turns in the metrics")
     assert totals["total_tokens"] == sum(r.usage.total_tokens for r in replies if r.usage)
     assert "errors" not in totals
-    assert redis_client.llen("chat:usage:inbox") == 0
+    assert not inbox_events(redis_client)
 
 
 def test_a_sessions_reasoning_details_round_trip_through_v1(

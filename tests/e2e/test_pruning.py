@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
+from app.store import keys
 from app.store.client import lua_script
 from app.turns.callers import owner_id
 from tests.conftest import SESSION_SECRET, base_env, bearer
@@ -24,19 +25,22 @@ from tests.e2e.test_worker import (
     session_keys,
     wait_for,
 )
-from tests.support.redis_state import session_tag
+from tests.support.redis_state import indexed_sessions, layout_for, session_tag
+from workers.pruning import PRUNE_LUA
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     import redis
 
+    from app.store.keys import Shard
+    from tests.conftest import Store
     from tests.e2e.test_worker import StartWorker
     from tests.standin import StandinServer
     from tests.support.processes import ProcfileProcess, WebProcess
 
-ALL_SESSIONS = "chat:sessions"
-OWNERS = "chat:owners"
+pytestmark = pytest.mark.stores("standalone", "cluster")
+
 # 1.8 s: sessions go idle within a test.
 SHORT_HOURS = "0.0005"
 PRUNE_EVERY_SECOND = {"PRUNE_INTERVAL_SECONDS": "1"}
@@ -45,13 +49,23 @@ REPORT_FIELDS = {"idle", "expired_index_entries", "evicted", "owner_index_entrie
 
 
 @pytest.fixture
-def start_worker(redis_url: str, standin: StandinServer) -> Iterator[StartWorker]:
-    with WorkerPool(base_env(redis_url, standin)) as pool:
+def start_worker(store: Store, standin: StandinServer) -> Iterator[StartWorker]:
+    with WorkerPool(base_env(store, standin)) as pool:
         yield pool.start
 
 
-def owner_index(owner: str) -> str:
-    return f"chat:owner:{owner}:sessions"
+def shard_of(client: redis.Redis, owner: str) -> Shard:
+    """The owner's shard of the global indexes (the one shard of a standalone Redis)."""
+    return layout_for(client).shard(owner)
+
+
+def owner_index(client: redis.Redis, owner: str) -> str:
+    return layout_for(client).owner_sessions(owner)
+
+
+def known_owners(client: redis.Redis) -> list[str]:
+    """The owners every shard's `chat:owners` names."""
+    return [o for shard in layout_for(client).shards for o in members(client, shard.owners)]
 
 
 def prune_reports(*workers: ProcfileProcess) -> list[dict[str, Any]]:
@@ -70,17 +84,33 @@ def total(reports: list[dict[str, Any]], field: str) -> int:
     return sum(int(report[field]) for report in reports)
 
 
+def indexed_refs(client: redis.Redis) -> list[str]:
+    """The sessions every shard's `chat:sessions` names (`<owner>:<id>`), lowest score first."""
+    scored: list[tuple[float, str]] = []
+    for shard in layout_for(client).shards:
+        entries: list[tuple[bytes, float]] = client.zrange(
+            shard.all_sessions, 0, -1, withscores=True
+        )  # type: ignore[assignment]
+        scored += [(score, member.decode()) for member, score in entries]
+    return [member for _, member in sorted(scored)]
+
+
 def indexed_ids(client: redis.Redis) -> list[str]:
-    """The session ids `chat:sessions` names (as `<owner>:<id>`), lowest score first."""
-    return [member.rpartition(":")[2] for member in members(client, ALL_SESSIONS)]
+    """The session ids of `indexed_refs`."""
+    return [member.rpartition(":")[2] for member in indexed_refs(client)]
+
+
+def indexed_score(client: redis.Redis, owner: str, session_id: str) -> float | None:
+    """The session's score in its shard's `chat:sessions`."""
+    return client.zscore(shard_of(client, owner).all_sessions, f"{owner}:{session_id}")  # type: ignore[return-value]
 
 
 def gone(client: redis.Redis, session_id: str, owner: str) -> bool:
     """No key of the session is left, and no index names it."""
     return (
         not session_keys(client, session_id)
-        and client.zscore(ALL_SESSIONS, f"{owner}:{session_id}") is None
-        and client.zscore(owner_index(owner), session_id) is None
+        and indexed_score(client, owner, session_id) is None
+        and client.zscore(owner_index(client, owner), session_id) is None
     )
 
 
@@ -111,9 +141,11 @@ def test_idle_sessions_are_removed_with_every_key_and_index_entry(
         what="both sessions pruned",
     )
     for owner in owners:
-        assert redis_client.exists(owner_index(owner)) == 0
+        assert redis_client.exists(owner_index(redis_client, owner)) == 0
     wait_for(
-        lambda: redis_client.zcard(OWNERS) == 0, timeout=5, what="owners without sessions forgotten"
+        lambda: not known_owners(redis_client),
+        timeout=5,
+        what="owners without sessions forgotten",
     )
     assert client.get(f"/sessions/{ids[0]}", headers=bearer(api_key)).status_code == 404
     assert client.get("/sessions", headers=bearer(other_key)).json()["total"] == 0
@@ -134,10 +166,12 @@ def test_index_entries_without_sessions_are_removed(
     owner = owner_of(redis_client, live)
     # Entries a day and more old for ids with no keys: what sessions expired by TTL leave behind.
     old_ms = int((time.time() - 25 * 3600) * 1000)
-    redis_client.zadd(ALL_SESSIONS, {"ghost-a": old_ms, "ghost-b": old_ms})
-    redis_client.zadd(owner_index("ghost-owner"), {"ghost-a": old_ms})
-    redis_client.zadd(OWNERS, {"ghost-owner": old_ms})
-    redis_client.zadd(owner_index(owner), {"ghost-b": old_ms})
+    ghost = "9" * 32  # an owner whose every session expired
+    redis_client.zadd(shard_of(redis_client, ghost).all_sessions, {f"{ghost}:ghost-a": old_ms})
+    redis_client.zadd(shard_of(redis_client, owner).all_sessions, {f"{owner}:ghost-b": old_ms})
+    redis_client.zadd(owner_index(redis_client, ghost), {"ghost-a": old_ms})
+    redis_client.zadd(shard_of(redis_client, ghost).owners, {ghost: old_ms})
+    redis_client.zadd(owner_index(redis_client, owner), {"ghost-b": old_ms})
 
     # Default SESSION_CLEANUP_HOURS (24 h): the live session is not idle.
     worker = start_worker(**PRUNE_EVERY_SECOND)
@@ -147,16 +181,16 @@ def test_index_entries_without_sessions_are_removed(
         what="only the live session left in chat:sessions",
     )
     wait_for(
-        lambda: members(redis_client, owner_index(owner)) == [live],
+        lambda: members(redis_client, owner_index(redis_client, owner)) == [live],
         timeout=5,
         what="only the live session left in its owner's index",
     )
     wait_for(
-        lambda: members(redis_client, OWNERS) == [owner],
+        lambda: known_owners(redis_client) == [owner],
         timeout=5,
         what="the ghost owner forgotten",
     )
-    assert redis_client.exists(owner_index("ghost-owner")) == 0
+    assert redis_client.exists(owner_index(redis_client, ghost)) == 0
     tag = f"chat:{{{owner}:{live}}}"
     assert redis_client.exists(f"{tag}:meta", f"{tag}:messages") == 2
     reports = reports_so_far(worker)
@@ -184,14 +218,14 @@ def test_sessions_expired_by_redis_leave_no_index_entries(
         what="Redis expires the session's keys",
     )
     # Expired, but still named by the global index: an orphan.
-    assert redis_client.zscore(ALL_SESSIONS, f"{owner}:{session_id}") is not None
+    assert indexed_score(redis_client, owner, session_id) is not None
     wait_for(
-        lambda: redis_client.zscore(ALL_SESSIONS, f"{owner}:{session_id}") is None,
+        lambda: indexed_score(redis_client, owner, session_id) is None,
         timeout=10,
         what="the orphaned entry removed from chat:sessions",
     )
     wait_for(
-        lambda: redis_client.zscore(OWNERS, owner) is None,
+        lambda: redis_client.zscore(shard_of(redis_client, owner).owners, owner) is None,
         timeout=5,
         what="the owner with an expired index forgotten",
     )
@@ -200,10 +234,12 @@ def test_sessions_expired_by_redis_leave_no_index_entries(
     assert total(reports, "idle") == 0
 
 
+# prune_sessions.lua is a standalone Redis's; a cluster's steps are checked below.
+@pytest.mark.stores("standalone")
 def test_prune_script_keeps_a_session_active_after_the_pick(
     client: httpx.Client, api_key: str, redis_client: redis.Redis
 ) -> None:
-    prune = redis_client.register_script(lua_script("prune_sessions.lua"))
+    prune = redis_client.register_script(lua_script("prune_sessions.lua", after=PRUNE_LUA))
     session_id = chat(client, api_key, "busy")["session_id"]
     owner = owner_of(redis_client, session_id)
     raw_updated: bytes = redis_client.hget(f"chat:{{{owner}:{session_id}}}:meta", "updated")  # type: ignore[assignment]
@@ -211,14 +247,53 @@ def test_prune_script_keeps_a_session_active_after_the_pick(
     before = session_keys(redis_client, session_id)
 
     # Picked with a cutoff older than its last turn: a turn landed between pick and delete.
-    assert prune(keys=[ALL_SESSIONS], args=["chat", updated - 1, f"{owner}:{session_id}"]) == [0, 0]
+    assert prune(keys=["chat:sessions"], args=["chat", updated - 1, f"{owner}:{session_id}"]) == [
+        0,
+        0,
+    ]
     assert session_keys(redis_client, session_id) == before
-    assert redis_client.zscore(ALL_SESSIONS, f"{owner}:{session_id}") == updated
-    assert redis_client.zscore(owner_index(owner), session_id) == updated
+    assert indexed_score(redis_client, owner, session_id) == updated
+    assert redis_client.zscore(owner_index(redis_client, owner), session_id) == updated
     assert client.get(f"/sessions/{session_id}", headers=bearer(api_key)).status_code == 200
 
     # Still idle at the cutoff: deleted, keys and index entries alike.
-    assert prune(keys=[ALL_SESSIONS], args=["chat", updated, f"{owner}:{session_id}"]) == [1, 0]
+    assert prune(keys=["chat:sessions"], args=["chat", updated, f"{owner}:{session_id}"]) == [1, 0]
+    assert gone(redis_client, session_id, owner)
+
+
+@pytest.mark.stores("cluster")
+def test_cluster_prune_steps_keep_a_session_active_after_the_pick(
+    client: httpx.Client, api_key: str, redis_client: redis.Redis
+) -> None:
+    """A cluster's pruning: the session in its slot, then each index entry in its own, each
+    only while still idle at the cutoff."""
+    prune = redis_client.register_script(lua_script("prune_session.lua", after=PRUNE_LUA))
+    unindex = redis_client.register_script(lua_script("unindex_idle.lua"))
+    session_id = chat(client, api_key, "busy")["session_id"]
+    owner = owner_of(redis_client, session_id)
+    ref = keys.session_ref(owner, session_id)
+    session = list(keys.session_keys(ref))
+    raw_updated: bytes = redis_client.hget(session[0], "updated")  # type: ignore[assignment]
+    updated = int(raw_updated)
+    before = session_keys(redis_client, session_id)
+    all_index, own_index = (
+        shard_of(redis_client, owner).all_sessions,
+        owner_index(redis_client, owner),
+    )
+
+    # Picked with a cutoff older than its last turn: a turn landed between pick and delete.
+    assert prune(keys=session, args=[updated - 1]) == 0
+    assert unindex(keys=[all_index], args=[updated - 1, ref]) == 0
+    assert unindex(keys=[own_index], args=[updated - 1, session_id]) == 0
+    assert session_keys(redis_client, session_id) == before
+    assert indexed_score(redis_client, owner, session_id) == updated
+    assert client.get(f"/sessions/{session_id}", headers=bearer(api_key)).status_code == 200
+
+    # Still idle at the cutoff: deleted; once more, only its index entries were left.
+    assert prune(keys=session, args=[updated]) == 1
+    assert prune(keys=session, args=[updated]) == 2
+    assert unindex(keys=[all_index], args=[updated, ref]) == 1
+    assert unindex(keys=[own_index], args=[updated, session_id]) == 1
     assert gone(redis_client, session_id, owner)
 
 
@@ -247,7 +322,7 @@ def test_busy_session_survives_pruning_under_a_short_ttl(
     assert detail["message_count"] == 2 * turns
     # The pruner was at work meanwhile: the idle session is gone from the index.
     owner = owner_of(redis_client, busy["session_id"])
-    assert redis_client.zscore(ALL_SESSIONS, f"{owner}:{idle}") is None
+    assert indexed_score(redis_client, owner, idle) is None
     assert len(prune_reports(worker)) >= 4
 
 
@@ -262,7 +337,7 @@ def test_max_sessions_evicts_least_recently_active_first(
     owner = owner_of(redis_client, ids[0])
 
     worker = start_worker(MAX_SESSIONS="2", **PRUNE_EVERY_SECOND)
-    wait_for(lambda: redis_client.zcard(ALL_SESSIONS) == 2, timeout=5, what="down to MAX_SESSIONS")
+    wait_for(lambda: indexed_sessions(redis_client) == 2, timeout=5, what="down to MAX_SESSIONS")
     assert indexed_ids(redis_client) == by_activity[3:]
     for session_id in by_activity[:3]:
         assert gone(redis_client, session_id, owner)
@@ -273,7 +348,7 @@ def test_max_sessions_evicts_least_recently_active_first(
     # One more session: the next least recently active goes.
     newest = chat(client, api_key, "newest")["session_id"]
     wait_for(
-        lambda: redis_client.zscore(ALL_SESSIONS, f"{owner}:{by_activity[3]}") is None,
+        lambda: indexed_score(redis_client, owner, by_activity[3]) is None,
         timeout=5,
         what="the next oldest evicted",
     )
@@ -283,9 +358,9 @@ def test_max_sessions_evicts_least_recently_active_first(
 
 
 def test_two_workers_prune_once_per_tick(
-    redis_client: redis.Redis, redis_url: str, standin: StandinServer
+    redis_client: redis.Redis, store: Store, standin: StandinServer
 ) -> None:
-    env = {**base_env(redis_url, standin), **PRUNE_EVERY_SECOND}
+    env = {**base_env(store, standin), **PRUNE_EVERY_SECOND}
     with WorkerPool(env) as pool:
         # Started together, as replicas are.
         workers = [pool.start(), pool.start()]
@@ -308,6 +383,7 @@ def test_two_workers_prune_once_per_tick(
     assert len(ticks) >= seconds - 1, f"runs per tick: {sorted(ticks.items())}"
 
 
+@pytest.mark.stores("standalone")  # the layout before owner-scoped ids was never on a cluster
 def test_sessions_of_the_layout_before_owner_scoped_ids_move_to_their_owners_name(
     client: httpx.Client, api_key: str, redis_client: redis.Redis, start_worker: StartWorker
 ) -> None:
@@ -325,15 +401,15 @@ def test_sessions_of_the_layout_before_owner_scoped_ids_move_to_their_owners_nam
     r.rpush(f"{old}:turns", "turn-1")
     for name in (f"{old}:meta", f"{old}:messages", f"{old}:turns"):
         r.pexpire(name, 3_600_000)
-    r.zadd(ALL_SESSIONS, {"from-before": now_ms})
-    r.zadd(owner_index(owner), {"from-before": now_ms})
-    r.zadd(OWNERS, {owner: now_ms})
+    r.zadd("chat:sessions", {"from-before": now_ms})
+    r.zadd(owner_index(redis_client, owner), {"from-before": now_ms})
+    r.zadd("chat:owners", {owner: now_ms})
 
     worker = start_worker(**PRUNE_EVERY_SECOND)
     wait_for(
         lambda: (
             indexed_ids(redis_client) == ["from-before"]
-            and members(redis_client, ALL_SESSIONS) == [f"{owner}:from-before"]
+            and indexed_refs(redis_client) == [f"{owner}:from-before"]
         ),
         timeout=5,
         what="the session renamed in chat:sessions",

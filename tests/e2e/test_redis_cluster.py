@@ -6,6 +6,7 @@ modules marked `stores`); this module watches what reaches the cluster's masters
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -14,10 +15,27 @@ import httpx
 import pytest
 import redis
 
+from app.clock import DAY_MS
 from app.store import keys
-from tests.conftest import base_env, bearer
-from tests.support.processes import ProcfileProcess
-from tests.support.redis_state import layout_for
+from app.store.client import lua_script
+from app.turns.callers import owner_id
+from tests.conftest import SESSION_SECRET, base_env, bearer
+from tests.e2e.test_worker import (
+    WorkerPool,
+    chat,
+    counted,
+    expected_usage,
+    metric_totals,
+    session_usage,
+    wait_for,
+)
+from tests.support.redis_state import (
+    inbox_events,
+    indexed_sessions,
+    layout_for,
+    pending_events,
+)
+from workers.usage_drain import USAGE_LUA
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -155,15 +173,165 @@ def _holds(node: ClusterNode, key: str) -> bool:
     return True
 
 
-def test_the_worker_says_it_needs_a_standalone_redis_and_stops(
-    store: Store, standin: StandinServer
+def _turns(http: httpx.Client, keys_: list[str], turns_each: int) -> dict[str, list[Any]]:
+    """`turns_each` turns in one session of each key: the replies by session id."""
+    replies: dict[str, list[Any]] = {}
+    for key in keys_:
+        first = chat(http, key, "first", model=MODEL)
+        session = {"session_id": first["session_id"], "model": MODEL}
+        replies[first["session_id"]] = [first] + [
+            chat(http, key, f"turn {n}", **session) for n in range(1, turns_each)
+        ]
+    return replies
+
+
+def _owners_of_many_shards(count: int) -> list[str]:
+    """Keys whose owners are in `count` different shards."""
+    found: dict[int, str] = {}
+    layout = keys.CLUSTER
+    while len(found) < count:
+        key = "sk-or-v1-" + secrets.token_hex(32)
+        shard = layout.shards.index(layout.shard(owner_id(key, SESSION_SECRET.encode())))
+        found.setdefault(shard, key)
+    return list(found.values())
+
+
+def test_two_workers_drain_usage_on_the_cluster_exactly_once(
+    client: httpx.Client, store: Store, standin: StandinServer, redis_client: Any
 ) -> None:
-    """Its scripts are not single-slot yet: it refuses the cluster at its start, by name,
-    rather than failing a script every second."""
-    env = {**base_env(store, standin)}
-    with ProcfileProcess("worker", env) as worker:
-        deadline = time.monotonic() + 30
-        while worker.running() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not worker.running()
-        assert "does not run on a Redis Cluster yet" in worker.logs()
+    """Turns of owners in several shards wait in their inboxes; two workers drain them at
+    once: each turn counts once in its session's usage and in the day's metrics."""
+    api_keys = _owners_of_many_shards(4)
+    replies = _turns(client, api_keys, 3)
+    assert len(inbox_events(redis_client)) == 12
+
+    with WorkerPool(base_env(store, standin)) as pool:
+        pool.start()
+        pool.start()
+        wait_for(
+            lambda: not inbox_events(redis_client) and not pending_events(redis_client),
+            timeout=10,
+            what="every inbox and pending list empty",
+        )
+        time.sleep(2.2)  # two more ticks of each: an event counted again would show now
+        for key, (session_id, conversation) in zip(api_keys, replies.items(), strict=True):
+            assert counted(session_usage(client, key, session_id)) == expected_usage(conversation)
+    totals = metric_totals(redis_client)
+    assert int(totals[MODEL]["requests"]) == 12
+    assert int(totals[MODEL]["total_tokens"]) == sum(
+        r["usage"]["total_tokens"] for conversation in replies.values() for r in conversation
+    )
+
+
+def test_a_drain_cut_between_its_steps_loses_nothing_and_counts_nothing_twice(
+    client: httpx.Client, store: Store, standin: StandinServer, redis_client: Any, api_key: str
+) -> None:
+    """The shard's step done and one session's event applied, as a worker that died there
+    leaves them: the next worker applies the rest, and that one not again."""
+    replies = _turns(client, [api_key], 3)
+    ((session_id, conversation),) = replies.items()
+    shard = keys.CLUSTER.shard(owner_id(api_key, SESSION_SECRET.encode()))
+    drain = redis_client.register_script(lua_script("drain_usage_shard.lua", after=USAGE_LUA))
+    shard_keys = [shard.usage_inbox, shard.usage_dead, shard.usage_pending, shard.usage_pending_seq]
+    args = [500, keys.PREFIX, DAY_MS, keys.USAGE_DEAD_CAP, shard.suffix]
+    assert drain(keys=shard_keys, args=args) == [3, 0]
+    pending = pending_events(redis_client)
+    assert len(pending) == 3 and not inbox_events(redis_client)
+    # The day's metrics are counted in the shard's step; the sessions' usage not yet.
+    assert int(metric_totals(redis_client)[MODEL]["requests"]) == 3
+    assert session_usage(client, api_key, session_id)["turns"] == 0
+    apply = redis_client.register_script(lua_script("apply_session_usage.lua", after=USAGE_LUA))
+    session = keys.session_keys(
+        keys.session_ref(owner_id(api_key, SESSION_SECRET.encode()), session_id)
+    )
+    seq, _, raw = pending[0].partition(b" ")
+    assert apply(keys=[session.meta, session.usage], args=[seq, raw]) == 1
+    assert apply(keys=[session.meta, session.usage], args=[seq, raw]) == 0  # replayed: nothing
+    assert session_usage(client, api_key, session_id)["turns"] == 1
+
+    with WorkerPool(base_env(store, standin)) as pool:
+        pool.start()
+        wait_for(
+            lambda: not pending_events(redis_client), timeout=10, what="the pending list applied"
+        )
+        time.sleep(1.2)
+        assert counted(session_usage(client, api_key, session_id)) == expected_usage(conversation)
+    assert int(metric_totals(redis_client)[MODEL]["requests"]) == 3
+
+
+def test_every_script_of_the_worker_touches_one_slot(
+    client: httpx.Client,
+    masters: list[ClusterNode],
+    store: Store,
+    redis_client: Any,
+    standin: StandinServer,
+) -> None:
+    """The worker's usage drain and pruning (idle sessions, MAX_SESSIONS_PER_OWNER,
+    MAX_SESSIONS, owner indexes) on the cluster: each EVALSHA names keys of one slot held by
+    the master that ran it."""
+    api_keys = _owners_of_many_shards(3)
+    replies = _turns(client, api_keys, 2)
+    for key in api_keys:  # a second session each, for the owner's cap to evict
+        chat(client, key, "another", model=MODEL)
+    # An owner-index entry of a session Redis expired long ago, and its owner.
+    old_ms = int((time.time() - 25 * 3600) * 1000)
+    ghost = "ab" * 16
+    layout = layout_for(redis_client)
+    redis_client.zadd(layout.owner_sessions(ghost), {"gone": old_ms})
+    redis_client.zadd(layout.shard(ghost).owners, {ghost: old_ms})
+    redis_client.zadd(layout.shard(ghost).all_sessions, {f"{ghost}:gone": old_ms})
+    env = {
+        **base_env(store, standin),
+        "PRUNE_INTERVAL_SECONDS": "1",
+        "MAX_SESSIONS_PER_OWNER": "1",
+        "MAX_SESSIONS": "2",
+    }
+    with Watch(masters) as watch, WorkerPool(env) as pool:
+        pool.start()
+        wait_for(
+            lambda: not inbox_events(redis_client) and not pending_events(redis_client),
+            timeout=10,
+            what="usage drained",
+        )
+        wait_for(
+            lambda: (
+                indexed_sessions(redis_client) == 2
+                and not redis_client.zscore(layout.shard(ghost).owners, ghost)
+            ),
+            timeout=10,
+            what="pruned down to MAX_SESSIONS, the ghost owner forgotten",
+        )
+    for key in api_keys:
+        assert client.get("/sessions", headers=bearer(key)).json()["total"] <= 1
+    assert sum(1 for conversation in replies.values() for _ in conversation) == 6
+
+    scripts = [(port, script_keys) for port, script_keys in watch.scripts if script_keys]
+    port_of = {node.port: node for node in masters}
+    for port, script_keys in scripts:
+        slots = {slot_of(redis_client, key) for key in script_keys}
+        assert len(slots) == 1, (script_keys, slots)
+        for key in script_keys:
+            assert _holds(port_of[port], key), (port, key)
+    touched = {key for _, script_keys in scripts for key in script_keys}
+    assert any(key.startswith("chat:usage:pending:{") for key in touched)
+    assert any(key.endswith("}:usage") for key in touched)
+    assert any(key.startswith("chat:sessions:{") for key in touched)
+    assert any(key.startswith("chat:owners:{") for key in touched)
+    assert any(key.startswith("chat:owner:{") for key in touched)
+
+
+def test_applied_events_leave_the_pending_list_whoever_dropped_some_first(
+    store: Store, redis_client: Any
+) -> None:
+    """A worker drops what it applied: the list's head as it read it, or what is left of it
+    once another worker dropped part of it; never an event it did not apply."""
+    drop = redis_client.register_script(lua_script("drop_pending.lua"))
+    pending = keys.CLUSTER.shards[3].usage_pending
+    entries = [f"{seq} {{}}".encode() for seq in range(1, 7)]
+    redis_client.rpush(pending, *entries)
+    assert drop(keys=[pending], args=entries[:2]) == 2  # the head, as read
+    assert redis_client.lrange(pending, 0, -1) == entries[2:]
+    # A second worker read entries 1 to 4, and the first dropped 3 meanwhile.
+    assert drop(keys=[pending], args=[entries[2]]) == 1
+    assert drop(keys=[pending], args=entries[:4]) == 1
+    assert redis_client.lrange(pending, 0, -1) == entries[4:]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import uuid
 from collections import Counter
@@ -22,12 +23,20 @@ from app.turns.callers import owner_id
 from tests.conftest import SESSION_SECRET, base_env, bearer
 from tests.support.processes import ProcfileProcess
 from tests.support.redis_server import RedisServer
-from tests.support.redis_state import session_tag
+from tests.support.redis_state import (
+    dead_count,
+    dead_events,
+    inbox_events,
+    layout_for,
+    pending_events,
+    session_tag,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from typing import Protocol
 
+    from tests.conftest import Store
     from tests.standin import StandinServer
     from tests.support.processes import WebProcess
 
@@ -37,7 +46,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-INBOX = "chat:usage:inbox"
+pytestmark = pytest.mark.stores("standalone", "cluster")
+
 HEARTBEAT = "chat:worker:heartbeat"
 DEFAULT_MODEL = "anthropic/claude-sonnet-4.5"
 OTHER_MODEL = "openai/gpt-chat-latest"
@@ -192,9 +202,9 @@ def parse_time(value: str) -> datetime:
 
 
 @pytest.fixture
-def start_worker(redis_url: str, standin: StandinServer) -> Iterator[StartWorker]:
+def start_worker(store: Store, standin: StandinServer) -> Iterator[StartWorker]:
     """Start workers with the API's settings plus the test's own; all stopped afterwards."""
-    with WorkerPool(base_env(redis_url, standin)) as pool:
+    with WorkerPool(base_env(store, standin)) as pool:
         yield pool.start
 
 
@@ -274,7 +284,8 @@ def test_two_workers_count_every_turn_exactly_once(
 
     wait_for(
         lambda: (
-            redis_client.llen(INBOX) == 0
+            not inbox_events(redis_client)
+            and not pending_events(redis_client)
             and all(
                 session_usage(client, api_key, c[0]["session_id"])["turns"] >= turns_each
                 for c in conversations
@@ -295,10 +306,10 @@ def test_two_workers_count_every_turn_exactly_once(
 
 
 async def _run_drains(
-    redis_url: str, job_ids: list[str], before_start: Callable[[], Any]
+    queue_url: str, job_ids: list[str], before_start: Callable[[], Any]
 ) -> list[Any]:
     """Enqueue the cron's own function by hand under fresh job ids, and wait for their results."""
-    pool = await create_pool(RedisSettings.from_dsn(redis_url))
+    pool = await create_pool(RedisSettings.from_dsn(queue_url))
     try:
         jobs = [await pool.enqueue_job("cron:drain_usage", _job_id=job_id) for job_id in job_ids]
         before_start()
@@ -311,7 +322,7 @@ def test_drain_delivered_again_counts_nothing_twice(
     client: httpx.Client,
     api_key: str,
     redis_client: redis.Redis,
-    redis_url: str,
+    store: Store,
     start_worker: StartWorker,
 ) -> None:
     # Turns while no worker runs: their events wait in the inbox.
@@ -319,11 +330,11 @@ def test_drain_delivered_again_counts_nothing_twice(
     replies = [first] + [
         chat(client, api_key, f"turn {n}", session_id=first["session_id"]) for n in range(2, 5)
     ]
-    assert redis_client.llen(INBOX) == len(replies)
+    assert len(inbox_events(redis_client)) == len(replies)
 
     # Three extra deliveries of the drain race the worker's own start-up and per-second runs.
     ids = [f"again-{uuid.uuid4().hex}" for _ in range(3)]
-    applied = asyncio.run(_run_drains(redis_url, ids, start_worker))
+    applied = asyncio.run(_run_drains(store.queue_url, ids, start_worker))
     assert len(applied) == 3
     assert sum(applied) <= len(replies)
     wait_for(
@@ -334,12 +345,14 @@ def test_drain_delivered_again_counts_nothing_twice(
     assert counted(session_usage(client, api_key, first["session_id"])) == expected_usage(replies)
 
     # Delivered once more after everything was applied: nothing is left to count.
-    again = asyncio.run(_run_drains(redis_url, [f"again-{uuid.uuid4().hex}"], lambda: None))
+    again = asyncio.run(_run_drains(store.queue_url, [f"again-{uuid.uuid4().hex}"], lambda: None))
     assert again == [0]
     assert counted(session_usage(client, api_key, first["session_id"])) == expected_usage(replies)
     assert int(metric_totals(redis_client)[DEFAULT_MODEL]["requests"]) == len(replies)
 
 
+# commit_turn.lua is a standalone Redis's commit (a cluster's: tests/e2e/test_redis_cluster.py).
+@pytest.mark.stores("standalone")
 def test_retried_commit_adds_one_message_pair_and_one_usage_event(
     client: httpx.Client, api_key: str, redis_client: redis.Redis, start_worker: StartWorker
 ) -> None:
@@ -354,7 +367,7 @@ def test_retried_commit_adds_one_message_pair_and_one_usage_event(
              "session_id": f"{owner}:{session_id}", "prompt_tokens": 3, "completion_tokens": 5,
              "total_tokens": 8, "cost": 0.25, "latency_ms": 12.5}  # fmt: skip
     keys = [f"{tag}:meta", f"{tag}:messages", f"{tag}:turns", f"{tag}:usage", "chat:sessions",
-            f"chat:owner:{owner}:sessions", INBOX, "chat:owners",
+            f"chat:owner:{owner}:sessions", "chat:usage:inbox", "chat:owners",
             f"chat:limit:{{{owner}}}", f"chat:limit:{{{owner}}}:holds"]  # fmt: skip
     args: list[str | int] = [session_id, owner, turn_id, now_ms, 3_600_000, 50,
             DEFAULT_MODEL, "hi", "", json.dumps(event), "", "",
@@ -366,7 +379,7 @@ def test_retried_commit_adds_one_message_pair_and_one_usage_event(
     # The same turn id again, as a retried call would send it.
     assert commit(keys=keys, args=args) == [2, 2, -1, -1]
     assert redis_client.llen(f"{tag}:messages") == 2
-    assert redis_client.llen(INBOX) == 1
+    assert len(inbox_events(redis_client)) == 1
 
     start_worker()
     usage = wait_for(
@@ -453,7 +466,10 @@ def test_daily_metrics_per_model_with_errors_by_status(
     metric_keys = list(redis_client.scan_iter(match="chat:metrics:*"))
     assert metric_keys
     for key in metric_keys:
-        day = datetime.strptime(key.decode().rpartition(":")[2], "%Y-%m-%d").replace(tzinfo=UTC)
+        # `chat:metrics:<day>`, and on a cluster the shard's suffix after it.
+        name = re.search(r"\d{4}-\d{2}-\d{2}", key.decode())
+        assert name is not None, key
+        day = datetime.strptime(name.group(), "%Y-%m-%d").replace(tzinfo=UTC)
         end_of_day_ms = int((day + timedelta(days=1)).timestamp() * 1000)
         assert redis_client.pexpiretime(key) == end_of_day_ms + retention_days * DAY_MS
 
@@ -573,7 +589,6 @@ def test_worker_beats_every_few_seconds(
 # ---- failures --------------------------------------------------------------------------------
 
 
-DEAD = "chat:usage:dead"
 # Each fails the drain's checks for a reason of its own; a bad figure once jammed the worker.
 POISON: list[tuple[bytes | str, str]] = [
     (b"not json at all", "not JSON"),
@@ -606,14 +621,20 @@ def test_events_the_drain_cannot_apply_go_to_the_dead_letter_list(
     start_api: Callable[..., WebProcess],
 ) -> None:
     # Good turns, and between each two of them poison, all in the inbox before a worker runs.
+    # The poison goes to the inbox the good turns use: the shard of the key's owner.
+    inbox = layout_for(redis_client).shard(owner_id(api_key, SESSION_SECRET.encode())).usage_inbox
     replies = []
     for index, (raw, _) in enumerate(POISON):
         replies.append(chat(client, api_key, f"a good turn {index}"))
-        redis_client.rpush(INBOX, raw)
+        redis_client.rpush(inbox, raw)
     replies.append(chat(client, api_key, "the last good turn"))
     worker = start_worker()
 
-    wait_for(lambda: redis_client.llen(INBOX) == 0, timeout=VISIBLE_WITHIN, what="inbox drained")
+    wait_for(
+        lambda: not inbox_events(redis_client) and not pending_events(redis_client),
+        timeout=VISIBLE_WITHIN,
+        what="inbox drained",
+    )
     time.sleep(2.2)  # two more drain ticks: a poison event applied again would count twice
     # Each good turn counted exactly once, in its session and in the day's metrics.
     for reply in replies:
@@ -622,14 +643,12 @@ def test_events_the_drain_cannot_apply_go_to_the_dead_letter_list(
     assert totals[DEFAULT_MODEL]["requests"] == len(replies)
     assert "m" not in totals
     # Each poison event is in the dead-letter list, whole, with its reason; and counted.
-    entries: list[bytes] = redis_client.lrange(DEAD, 0, -1)  # type: ignore[assignment]
-    dead = [json.loads(entry) for entry in entries]
+    dead = [json.loads(entry) for entry in dead_events(redis_client)]
     assert [(entry["event"], entry["reason"]) for entry in dead] == [
         (raw.decode() if isinstance(raw, bytes) else raw, reason) for raw, reason in POISON
     ]
     assert all(isinstance(entry["at"], int) for entry in dead)
-    count: bytes | None = redis_client.get(f"{DEAD}:count")  # type: ignore[assignment]
-    assert int(count or 0) == len(POISON)
+    assert dead_count(redis_client) == len(POISON)
     logs = logged(worker, "usage events set aside in the dead-letter list")
     assert [entry["level"] for entry in logs] == ["ERROR"] * len(logs)
     assert sum(entry["dead"] for entry in logs) == len(POISON)
@@ -647,8 +666,10 @@ def test_failing_job_is_retried_with_backoff_then_logged_with_reason(
     client: httpx.Client, api_key: str, redis_client: redis.Redis, start_worker: StartWorker
 ) -> None:
     worker = start_worker()
-    # The inbox under the wrong type: every drain fails inside Redis with WRONGTYPE.
-    redis_client.set(INBOX, "not a list")
+    # The (first shard's) inbox under the wrong type: every drain fails inside Redis with
+    # WRONGTYPE.
+    inbox = layout_for(redis_client).shards[0].usage_inbox
+    redis_client.set(inbox, "not a list")
     # Tries 1 to 4 after the code's 1, 2 and 4 s backoff: about 7 s, with room for slack.
     gave_up = wait_for(
         lambda: logged(worker, "job failed for good"), timeout=20, what="`job failed for good`"
@@ -662,7 +683,7 @@ def test_failing_job_is_retried_with_backoff_then_logged_with_reason(
     assert log_time(gave_up[0]) - min(log_time(e) for e in retries) >= timedelta(seconds=6)
 
     # Repaired, the next runs drain again.
-    redis_client.delete(INBOX)
+    redis_client.delete(inbox)
     reply = chat(client, api_key, "after the repair")
     wait_for(
         lambda: session_usage(client, api_key, reply["session_id"])["turns"] == 1,
@@ -671,6 +692,7 @@ def test_failing_job_is_retried_with_backoff_then_logged_with_reason(
     )
 
 
+@pytest.mark.stores("standalone")  # its own Redis, stopped and started again
 def test_worker_rides_out_a_redis_outage(standin: StandinServer) -> None:
     with RedisServer() as server:
         store = redis.Redis.from_url(server.url)
@@ -694,8 +716,12 @@ def test_worker_rides_out_a_redis_outage(standin: StandinServer) -> None:
             now = datetime.now(UTC)
             event = {"at": int(now.timestamp() * 1000), "day": now.strftime("%Y-%m-%d"),
                      "model": DEFAULT_MODEL, "status": 500}  # fmt: skip
-            store.rpush(INBOX, json.dumps(event))
-            wait_for(lambda: store.llen(INBOX) == 0, timeout=VISIBLE_WITHIN, what="inbox drained")
+            store.rpush("chat:usage:inbox", json.dumps(event))
+            wait_for(
+                lambda: store.llen("chat:usage:inbox") == 0,
+                timeout=VISIBLE_WITHIN,
+                what="inbox drained",
+            )
             assert metric_totals(store)[DEFAULT_MODEL]["errors:500"] == 1
         store.close()
 

@@ -94,3 +94,30 @@ def inbox_events(r: Any) -> list[bytes]:
 def indexed_sessions(r: Any) -> int:
     """The entries of the all-sessions index, over its shards."""
     return sum(int(r.zcard(shard.all_sessions)) for shard in layout_for(r).shards)
+
+
+def pending_events(r: Any) -> list[bytes]:
+    """The drained usage events waiting for their sessions (a cluster's pending lists)."""
+    return [
+        entry for shard in layout_for(r).shards for entry in r.lrange(shard.usage_pending, 0, -1)
+    ]
+
+
+def dead_events(r: Any) -> list[bytes]:
+    """The entries of every shard's dead-letter list."""
+    return [entry for shard in layout_for(r).shards for entry in r.lrange(shard.usage_dead, 0, -1)]
+
+
+def dead_count(r: Any) -> int:
+    """How many events went to the dead-letter lists, over the shards."""
+    return sum(int(r.get(shard.usage_dead_count) or 0) for shard in layout_for(r).shards)
+
+
+def estimates_queued(r: Any) -> int:
+    """The cut streams' estimates waiting for a correction, over the shards."""
+    return sum(int(r.zcard(shard.usage_estimated)) for shard in layout_for(r).shards)
+
+
+def owner_index(r: Any, owner: str) -> str:
+    """The name of an owner's session index on the store `r` is a client of."""
+    return layout_for(r).owner_sessions(owner)

@@ -1,6 +1,6 @@
--- Delete the given sessions if they are still idle since `cutoff`: a session that received a
--- turn after it was picked is left alone. Index entries of sessions Redis already expired are
--- dropped. Key names are derived from the refs (one Redis, not a cluster).
+-- Delete the given sessions if they are still idle since `cutoff` (prune_steps.lua). Index
+-- entries of sessions Redis already expired are dropped. Key names are derived from the refs
+-- (one Redis, not a cluster: there prune_session.lua and unindex_idle.lua do it).
 -- KEYS: all-sessions index
 -- ARGV: key prefix, cutoff (ms), session refs (`<owner>:<session id>`)...
 -- Returns {sessions deleted, index entries of expired sessions dropped}
@@ -11,15 +11,13 @@ for i = 3, #ARGV do
   local tag = prefix .. ':{' .. ref .. '}'
   -- The owner's index names the session by its id; a ref of an older layout was the id.
   local session_id = string.match(ref, '^%x+:(.+)$') or ref
-  local fields = redis.call('HMGET', tag .. ':meta', 'owner', 'updated')
-  local owner, updated = fields[1], tonumber(fields[2])
-  if not owner then
-    -- Expired by TTL: only the index entry (and perhaps a straggling key) is left.
-    redis.call('DEL', tag .. ':messages', tag .. ':turns', tag .. ':usage')
+  local pruned, owner = prune_session(
+    tag .. ':meta', tag .. ':messages', tag .. ':turns', tag .. ':usage', cutoff)
+  if pruned == 'expired' then
+    -- Only the index entry (and perhaps a straggling key) was left.
     redis.call('ZREM', index, ref)
     orphans = orphans + 1
-  elseif updated and updated <= cutoff then
-    redis.call('DEL', tag .. ':meta', tag .. ':messages', tag .. ':turns', tag .. ':usage')
+  elseif pruned == 'deleted' then
     redis.call('ZREM', index, ref)
     redis.call('ZREM', prefix .. ':owner:' .. owner .. ':sessions', session_id)
     deleted = deleted + 1
