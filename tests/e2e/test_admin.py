@@ -142,19 +142,18 @@ def test_admin_reads_any_session(
     ]  # fmt: skip
 
 
-@pytest.mark.stores("standalone")  # the worker runs on one Redis
 def test_admin_delete_removes_every_key_and_index_entry(
     admin: httpx.Client,
     api_key: str,
     redis_client: redis.Redis,
-    redis_url: str,
+    store: Store,
     standin: StandinServer,
 ) -> None:
     doomed = chat(admin, api_key, "to delete")["session_id"]
     kept = chat(admin, api_key, "to keep")["session_id"]
     owner = owner_of(redis_client, doomed)
     # A worker adds the usage hash, so all four keys of the session exist.
-    with WorkerPool(base_env(redis_url, standin)) as pool:
+    with WorkerPool(base_env(store, standin)) as pool:
         pool.start()
         wait_for(
             lambda: session_usage(admin, api_key, doomed)["turns"] == 1,
